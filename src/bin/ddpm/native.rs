@@ -1,0 +1,434 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use ddpm_web::burn::module::Module;
+use ddpm_web::burn::tensor::Device;
+use ddpm_web::cli::{device, output, progress};
+use ddpm_web::image::Batch;
+use ddpm_web::sampler::{Sampler, SamplerConfig, SamplerKind, Variance};
+use ddpm_web::weights::{self, ModelManifest, StorageDtype, TrainingInfo};
+use ddpm_web::{ScheduleConfig, UNetConfig};
+
+#[derive(Parser)]
+#[command(name = "ddpm", version, about = "DDPM image generation (Ho et al. 2020): sample, inspect, benchmark, train")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SamplerArg {
+    Ddpm,
+    Ddim,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum VarianceArg {
+    FixedSmall,
+    FixedLarge,
+}
+
+#[derive(clap::Args)]
+struct SampleArgs {
+    /// Weights file (.safetensors) written by `ddpm export` or `ddpm init`.
+    #[arg(long)]
+    weights: PathBuf,
+    #[arg(long, value_enum, default_value = "ddpm")]
+    sampler: SamplerArg,
+    /// Network evaluations (default: T for ddpm, 50 for ddim).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// DDIM η (0 = deterministic).
+    #[arg(long, default_value_t = 0.0)]
+    eta: f64,
+    #[arg(long, value_enum, default_value = "fixed-large")]
+    variance: VarianceArg,
+    /// Do not clip x̂₀ to [−1, 1] (use Algorithm 2's mean as written).
+    #[arg(long)]
+    no_clip: bool,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Number of samples.
+    #[arg(long, default_value_t = 16)]
+    count: usize,
+    /// Class index or name (models trained with labels).
+    #[arg(long)]
+    class: Option<String>,
+    /// Classifier-free guidance scale w.
+    #[arg(long, default_value_t = 0.0)]
+    guidance: f64,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Grid PNG to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Also write every sample as its own PNG into this folder.
+    #[arg(long)]
+    each: Option<PathBuf>,
+    /// Also write an animated GIF of the grid over the reverse process (x_T → x_0).
+    #[arg(long)]
+    gif: Option<PathBuf>,
+    /// Also write the final samples as raw little-endian f32 NCHW (for comparisons).
+    #[arg(long, hide = true)]
+    raw: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate images from a weights file.
+    Sample(SampleArgs),
+    /// Show what a weights file holds.
+    Info {
+        file: PathBuf,
+        /// List every tensor.
+        #[arg(long)]
+        tensors: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a randomly initialised model (for tests and demos before training).
+    Init {
+        /// Model preset (tiny, tiny-classes, mnist, fashion, emoji, cifar10-paper).
+        #[arg(long, default_value = "tiny")]
+        preset: String,
+        #[arg(long, default_value = "synthetic")]
+        dataset: String,
+        /// Seed of the random initialisation.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Store f32 instead of f16.
+        #[arg(long)]
+        f32: bool,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Measure sampling speed (steps/s) of a model on a device.
+    Bench {
+        /// Weights file; or use --preset for a randomly initialised model.
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        #[arg(long, default_value = "mnist")]
+        preset: String,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Batch sizes to measure.
+        #[arg(long, value_delimiter = ',', default_value = "1,16")]
+        count: Vec<usize>,
+        /// Timed steps per batch size.
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+    },
+}
+
+fn main_inner() -> Result<(), String> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Sample(args) => sample(args),
+        Command::Info {
+            file,
+            tensors,
+            json,
+        } => info(&file, tensors, json),
+        Command::Init {
+            preset,
+            dataset,
+            seed,
+            f32,
+            out,
+        } => init(&preset, &dataset, seed, f32, &out),
+        Command::Bench {
+            weights,
+            preset,
+            device,
+            count,
+            steps,
+        } => bench(weights, &preset, &device, &count, steps),
+    }
+}
+
+pub fn main() -> ExitCode {
+    match main_inner() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn pick_device(name: &str) -> Result<(Device, String), String> {
+    let picked = device::pick(name)?;
+    if let Some(reason) = &picked.fallback_reason {
+        eprintln!("note: no GPU adapter ({reason}); falling back to the CPU");
+    }
+    Ok((picked.device, picked.label))
+}
+
+fn read_f32(t: ddpm_web::burn::Tensor<4>) -> Result<Vec<f32>, String> {
+    t.try_into_data()
+        .map_err(|e| format!("device error while reading samples: {e:?}"))?
+        .try_into_vec_as::<f32>()
+        .map_err(|e| format!("unexpected sample data: {e:?}"))
+}
+
+fn sample(args: SampleArgs) -> Result<(), String> {
+    let (device, label) = pick_device(&args.device)?;
+    let model = weights::load_from_path(&args.weights, &device).map_err(|e| e.to_string())?;
+    let manifest = &model.manifest;
+    let class = match &args.class {
+        None => None,
+        Some(s) => Some(match s.parse::<usize>() {
+            Ok(k) => k,
+            Err(_) => manifest
+                .class_names
+                .iter()
+                .position(|n| n.eq_ignore_ascii_case(s))
+                .ok_or_else(|| {
+                    format!(
+                        "unknown class \"{s}\"; this model knows: {}",
+                        if manifest.class_names.is_empty() {
+                            "no classes".to_string()
+                        } else {
+                            manifest.class_names.join(", ")
+                        }
+                    )
+                })?,
+        }),
+    };
+    let kind = match args.sampler {
+        SamplerArg::Ddpm => SamplerKind::Ddpm,
+        SamplerArg::Ddim => SamplerKind::Ddim,
+    };
+    let steps = args.steps.unwrap_or(match kind {
+        SamplerKind::Ddpm => model.schedule.timesteps(),
+        SamplerKind::Ddim => 50.min(model.schedule.timesteps()),
+    });
+    let config = SamplerConfig::new()
+        .with_kind(kind)
+        .with_steps(steps)
+        .with_eta(args.eta)
+        .with_variance(match args.variance {
+            VarianceArg::FixedSmall => Variance::FixedSmall,
+            VarianceArg::FixedLarge => Variance::FixedLarge,
+        })
+        .with_clip_x0(!args.no_clip)
+        .with_seed(args.seed)
+        .with_count(args.count)
+        .with_class(class)
+        .with_guidance(args.guidance);
+    let mut sampler = Sampler::new(
+        &model.schedule,
+        &config,
+        model.image_shape(),
+        manifest.model.num_classes,
+        &device,
+    )
+    .map_err(|e| e.to_string())?;
+    let [c, h, w] = model.image_shape();
+    let shape = [args.count, c, h, w];
+
+    let mut gif = match &args.gif {
+        Some(path) => Some(output::GifWriter::create(path, shape)?),
+        None => None,
+    };
+    // At most ~100 GIF frames, evenly spaced, plus x_T and x_0.
+    let total = sampler.total();
+    let every = total.div_ceil(100).max(1);
+    if let Some(g) = gif.as_mut() {
+        let x = read_f32(sampler.x().clone())?;
+        g.frame(Batch { data: &x, shape }, 20)?;
+    }
+
+    let pb = progress::bar(total as u64, "sampling", args.quiet);
+    let start = Instant::now();
+    while let Some(step) = sampler.step(&model.unet) {
+        let last = step.index == step.total;
+        match gif.as_mut() {
+            Some(g) if step.index % every == 0 || last => {
+                let x = read_f32(step.x)?;
+                g.frame(Batch { data: &x, shape }, if last { 300 } else { 4 })?;
+            }
+            _ => device
+                .sync()
+                .map_err(|e| format!("device error while sampling: {e:?}"))?,
+        }
+        pb.inc(1);
+    }
+    let x = read_f32(sampler.x().clone())?;
+    let secs = start.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    let batch = Batch { data: &x, shape };
+    output::write_grid(&args.out, batch)?;
+    if let Some(dir) = &args.each {
+        output::write_each(dir, batch)?;
+    }
+    if let Some(path) = &args.raw {
+        let bytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    eprintln!(
+        "{} samples, {total} steps in {secs:.2} s ({:.2} steps/s) on {label}; wrote {}",
+        args.count,
+        total as f64 / secs,
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn info(file: &PathBuf, list: bool, json: bool) -> Result<(), String> {
+    let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let summary = weights::inspect(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
+    let m = &summary.manifest;
+    if json {
+        let value = serde_json::json!({
+            "file": file.display().to_string(),
+            "bytes": summary.bytes,
+            "parameters": summary.parameters,
+            "dtypes": summary.tensors.iter().map(|t| t.dtype.clone()).collect::<std::collections::BTreeSet<_>>(),
+            "tensors": summary.tensors.len(),
+            "manifest": m,
+        });
+        println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+        return Ok(());
+    }
+    let cfg = &m.model;
+    let dtypes: std::collections::BTreeSet<_> = summary.tensors.iter().map(|t| t.dtype.as_str()).collect();
+    println!("file        {} ({:.2} MB)", file.display(), summary.bytes as f64 / 1e6);
+    println!("dataset     {}", m.dataset);
+    println!(
+        "images      {}×{}, {} channel(s)",
+        cfg.image_size, cfg.image_size, cfg.image_channels
+    );
+    println!(
+        "classes     {}",
+        if cfg.num_classes == 0 {
+            "unconditional".to_string()
+        } else if m.class_names.is_empty() {
+            format!("{} (+ \"no label\")", cfg.num_classes)
+        } else {
+            format!("{}: {}", cfg.num_classes, m.class_names.join(", "))
+        }
+    );
+    println!(
+        "u-net       base {}, mults {:?}, {} res blocks/level, attention at {:?}, {} groups, dropout {}",
+        cfg.base_channels, cfg.channel_mults, cfg.res_blocks, cfg.attention_resolutions, cfg.groups, cfg.dropout
+    );
+    println!("parameters  {} ({} tensors, stored as {})", summary.parameters, summary.tensors.len(), dtypes.into_iter().collect::<Vec<_>>().join("/"));
+    println!(
+        "schedule    {:?}, T = {}, β {}…{}",
+        m.schedule.kind, m.schedule.timesteps, m.schedule.beta_start, m.schedule.beta_end
+    );
+    let t = &m.training;
+    println!(
+        "training    {} steps, EMA {}, {}{}{}",
+        t.steps,
+        t.ema_decay.map_or("none".to_string(), |d| d.to_string()),
+        if t.date.is_empty() { "date unknown" } else { &t.date },
+        if t.device.is_empty() { String::new() } else { format!(", on {}", t.device) },
+        t.seconds.map_or(String::new(), |s| format!(", {:.0} s", s)),
+    );
+    if !t.notes.is_empty() {
+        println!("notes       {}", t.notes);
+    }
+    if list {
+        for t in &summary.tensors {
+            println!("  {:<50} {:?} {}", t.name, t.shape, t.dtype);
+        }
+    }
+    Ok(())
+}
+
+fn init(preset: &str, dataset: &str, seed: u64, f32: bool, out: &PathBuf) -> Result<(), String> {
+    let config = UNetConfig::preset(preset).ok_or_else(|| {
+        format!("unknown preset \"{preset}\"; known: {}", UNetConfig::PRESETS.join(", "))
+    })?;
+    let device = Device::flex();
+    device.seed(seed);
+    let unet = config.init(&device).map_err(|e| e.to_string())?;
+    let class_names = if config.num_classes > 0 {
+        (0..config.num_classes).map(|i| i.to_string()).collect()
+    } else {
+        Vec::new()
+    };
+    let manifest = ModelManifest::new(config, ScheduleConfig::new())
+        .with_dataset(dataset.to_string())
+        .with_class_names(class_names)
+        .with_training(TrainingInfo::new().with_notes(format!("random initialisation (seed {seed}), untrained")));
+    let dtype = if f32 { StorageDtype::F32 } else { StorageDtype::F16 };
+    let bytes = weights::save_to_bytes(&unet, &manifest, dtype).map_err(|e| e.to_string())?;
+    weights::write_atomic(out, &bytes).map_err(|e| e.to_string())?;
+    eprintln!(
+        "wrote {} ({} parameters, {} bytes)",
+        out.display(),
+        unet.num_params(),
+        bytes.len()
+    );
+    Ok(())
+}
+
+fn bench(weights_path: Option<PathBuf>, preset: &str, device_name: &str, counts: &[usize], steps: usize) -> Result<(), String> {
+    let (device, label) = pick_device(device_name)?;
+    let (unet, schedule, name) = match &weights_path {
+        Some(path) => {
+            let m = weights::load_from_path(path, &device).map_err(|e| e.to_string())?;
+            (m.unet, m.schedule, path.display().to_string())
+        }
+        None => {
+            let config = UNetConfig::preset(preset)
+                .ok_or_else(|| format!("unknown preset \"{preset}\""))?;
+            let unet = config.init(&device).map_err(|e| e.to_string())?;
+            (unet, ddpm_web::Schedule::linear_paper(), format!("preset {preset}"))
+        }
+    };
+    let num_classes = unet.num_classes();
+    let cfg = unet_config_of(&weights_path, preset)?;
+    println!("model {name}: {} parameters; device {label}", unet.num_params());
+    for &count in counts {
+        let config = SamplerConfig::new()
+            .with_kind(SamplerKind::Ddim)
+            .with_steps(schedule.timesteps())
+            .with_count(count);
+        let mut sampler = Sampler::new(
+            &schedule,
+            &config,
+            [cfg.image_channels, cfg.image_size, cfg.image_size],
+            num_classes,
+            &device,
+        )
+        .map_err(|e| e.to_string())?;
+        // Two warm-up steps (kernel compilation, allocations), then `steps` timed ones.
+        for _ in 0..2 {
+            sampler.step(&unet);
+        }
+        device.sync().map_err(|e| format!("{e:?}"))?;
+        let start = Instant::now();
+        for _ in 0..steps {
+            sampler.step(&unet);
+            device.sync().map_err(|e| format!("{e:?}"))?;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "batch {count:>4}: {:.2} steps/s ({:.1} ms/step, {:.1} images·steps/s)",
+            steps as f64 / secs,
+            secs * 1e3 / steps as f64,
+            (steps * count) as f64 / secs
+        );
+    }
+    Ok(())
+}
+
+fn unet_config_of(weights_path: &Option<PathBuf>, preset: &str) -> Result<UNetConfig, String> {
+    match weights_path {
+        Some(path) => {
+            let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+            Ok(weights::inspect(&bytes).map_err(|e| e.to_string())?.manifest.model)
+        }
+        None => UNetConfig::preset(preset).ok_or_else(|| format!("unknown preset \"{preset}\"")),
+    }
+}

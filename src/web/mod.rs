@@ -1,0 +1,1 @@
+//! Browser shell (wasm32): wasm-bindgen API over the shared core.
