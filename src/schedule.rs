@@ -91,7 +91,8 @@ impl Schedule {
                     )));
                 }
                 let f = |t: f64| {
-                    let c = ((t / t_max as f64 + s) / (1.0 + s) * core::f64::consts::FRAC_PI_2).cos();
+                    let c =
+                        ((t / t_max as f64 + s) / (1.0 + s) * core::f64::consts::FRAC_PI_2).cos();
                     c * c
                 };
                 for (t, b) in beta.iter_mut().enumerate().skip(1) {

@@ -81,7 +81,9 @@ pub enum WeightsError {
     #[error("not a ddpm-web weights file: {0}")]
     WrongKind(String),
     /// Written by a newer/older, incompatible format version.
-    #[error("unsupported ddpm-web format version {found} (this build reads version {FORMAT_VERSION})")]
+    #[error(
+        "unsupported ddpm-web format version {found} (this build reads version {FORMAT_VERSION})"
+    )]
     Version {
         /// The version in the file.
         found: String,
@@ -328,7 +330,10 @@ pub fn inspect(bytes: &[u8]) -> Result<FileSummary, WeightsError> {
         })
         .collect();
     tensors.sort_by(|a, b| a.name.cmp(&b.name));
-    let parameters = tensors.iter().map(|t| t.shape.iter().product::<usize>()).sum();
+    let parameters = tensors
+        .iter()
+        .map(|t| t.shape.iter().product::<usize>())
+        .sum();
     Ok(FileSummary {
         manifest,
         tensors,
@@ -379,7 +384,10 @@ pub fn load_from_bytes(bytes: &[u8], device: &Device) -> Result<LoadedModel, Wei
     let expected: BTreeMap<String, Vec<usize>> = parameter_shapes(&unet).into_iter().collect();
     let in_file: BTreeMap<String, TensorView<'_>> = st.tensors().into_iter().collect();
     if let Some(name) = expected.keys().find(|n| !in_file.contains_key(*n)) {
-        let missing = expected.keys().filter(|n| !in_file.contains_key(*n)).count();
+        let missing = expected
+            .keys()
+            .filter(|n| !in_file.contains_key(*n))
+            .count();
         return Err(WeightsError::Mismatch(format!(
             "tensor {name} is missing ({missing} of {} missing)",
             expected.len()

@@ -30,12 +30,23 @@ fn init_info_sample_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let w = dir.path().join("tiny.safetensors");
     let ws = w.to_str().unwrap();
-    ok(&ddpm(&["init", "--preset", "tiny-classes", "--seed", "3", "--out", ws]));
+    ok(&ddpm(&[
+        "init",
+        "--preset",
+        "tiny-classes",
+        "--seed",
+        "3",
+        "--out",
+        ws,
+    ]));
 
     let info = ddpm(&["info", ws]);
     ok(&info);
     let text = String::from_utf8_lossy(&info.stdout);
-    assert!(text.contains("parameters") && text.contains("28×28"), "{text}");
+    assert!(
+        text.contains("parameters") && text.contains("28×28"),
+        "{text}"
+    );
     let json = ddpm(&["info", "--json", ws]);
     ok(&json);
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
@@ -46,9 +57,28 @@ fn init_info_sample_end_to_end() {
     let gif = dir.path().join("anim.gif");
     let each = dir.path().join("each");
     let out = ddpm(&[
-        "sample", "--weights", ws, "--sampler", "ddim", "--steps", "5", "--count", "6",
-        "--seed", "1", "--class", "3", "--guidance", "2", "--out", grid.to_str().unwrap(),
-        "--gif", gif.to_str().unwrap(), "--each", each.to_str().unwrap(), "--quiet",
+        "sample",
+        "--weights",
+        ws,
+        "--sampler",
+        "ddim",
+        "--steps",
+        "5",
+        "--count",
+        "6",
+        "--seed",
+        "1",
+        "--class",
+        "3",
+        "--guidance",
+        "2",
+        "--out",
+        grid.to_str().unwrap(),
+        "--gif",
+        gif.to_str().unwrap(),
+        "--each",
+        each.to_str().unwrap(),
+        "--quiet",
     ]);
     ok(&out);
     assert!(String::from_utf8_lossy(&out.stderr).contains("steps/s"));
@@ -71,10 +101,29 @@ fn init_info_sample_end_to_end() {
     // Same seed, same pixels.
     let grid2 = dir.path().join("grid2.png");
     ok(&ddpm(&[
-        "sample", "--weights", ws, "--sampler", "ddim", "--steps", "5", "--count", "6",
-        "--seed", "1", "--class", "3", "--guidance", "2", "--out", grid2.to_str().unwrap(), "-q",
+        "sample",
+        "--weights",
+        ws,
+        "--sampler",
+        "ddim",
+        "--steps",
+        "5",
+        "--count",
+        "6",
+        "--seed",
+        "1",
+        "--class",
+        "3",
+        "--guidance",
+        "2",
+        "--out",
+        grid2.to_str().unwrap(),
+        "-q",
     ]));
-    assert_eq!(std::fs::read(&grid).unwrap(), std::fs::read(&grid2).unwrap());
+    assert_eq!(
+        std::fs::read(&grid).unwrap(),
+        std::fs::read(&grid2).unwrap()
+    );
 }
 
 fn one_line_error(out: &Output) -> String {
@@ -98,23 +147,68 @@ fn bad_files_and_options_give_one_line_errors() {
     let bytes = std::fs::read(&w).unwrap();
     let cut = dir.path().join("cut.safetensors");
     std::fs::write(&cut, &bytes[..bytes.len() / 3]).unwrap();
-    let err = one_line_error(&ddpm(&["sample", "--weights", cut.to_str().unwrap(), "--out", out_s]));
+    let err = one_line_error(&ddpm(&[
+        "sample",
+        "--weights",
+        cut.to_str().unwrap(),
+        "--out",
+        out_s,
+    ]));
     assert!(err.contains("truncated or corrupt"), "{err}");
     let err = one_line_error(&ddpm(&["info", cut.to_str().unwrap()]));
     assert!(err.contains("truncated or corrupt"), "{err}");
 
     let junk = dir.path().join("junk.bin");
     std::fs::write(&junk, b"hello").unwrap();
-    one_line_error(&ddpm(&["sample", "--weights", junk.to_str().unwrap(), "--out", out_s]));
+    one_line_error(&ddpm(&[
+        "sample",
+        "--weights",
+        junk.to_str().unwrap(),
+        "--out",
+        out_s,
+    ]));
 
-    let err = one_line_error(&ddpm(&["sample", "--weights", "/no/such/file", "--out", out_s]));
+    let err = one_line_error(&ddpm(&[
+        "sample",
+        "--weights",
+        "/no/such/file",
+        "--out",
+        out_s,
+    ]));
     assert!(err.contains("/no/such/file"), "{err}");
 
-    let err = one_line_error(&ddpm(&["sample", "--weights", ws, "--class", "3", "--out", out_s]));
-    assert!(err.contains("without labels") || err.contains("no classes"), "{err}");
-    let err = one_line_error(&ddpm(&["sample", "--weights", ws, "--steps", "5000", "--out", out_s]));
+    let err = one_line_error(&ddpm(&[
+        "sample",
+        "--weights",
+        ws,
+        "--class",
+        "3",
+        "--out",
+        out_s,
+    ]));
+    assert!(
+        err.contains("without labels") || err.contains("no classes"),
+        "{err}"
+    );
+    let err = one_line_error(&ddpm(&[
+        "sample",
+        "--weights",
+        ws,
+        "--steps",
+        "5000",
+        "--out",
+        out_s,
+    ]));
     assert!(err.contains("steps"), "{err}");
-    let err = one_line_error(&ddpm(&["sample", "--weights", ws, "--device", "tpu", "--out", out_s]));
+    let err = one_line_error(&ddpm(&[
+        "sample",
+        "--weights",
+        ws,
+        "--device",
+        "tpu",
+        "--out",
+        out_s,
+    ]));
     assert!(err.contains("tpu"), "{err}");
     assert!(!out_png.exists(), "nothing is written on error");
 }

@@ -3,10 +3,10 @@
 mod common;
 
 use common::*;
+use ddpm_web::UNetConfig;
 use ddpm_web::burn::module::Module;
 use ddpm_web::burn::tensor::{Int, Tensor, TensorData};
 use ddpm_web::model::{frequencies, timestep_embedding, upsample_nearest2x};
-use ddpm_web::UNetConfig;
 
 fn forward_shape(config: &UNetConfig, batch: usize, labels: bool) -> [usize; 4] {
     let device = cpu();
@@ -14,8 +14,16 @@ fn forward_shape(config: &UNetConfig, batch: usize, labels: bool) -> [usize; 4] 
     let c = config.image_channels;
     let s = config.image_size;
     let x = Tensor::<4>::zeros([batch, c, s, s], &device);
-    let t = Tensor::<1>::from_data(TensorData::new(vec![1.0f32, 500.0, 1000.0][..batch].to_vec(), [batch]), &device);
-    let y = labels.then(|| Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 3, 9][..batch].to_vec(), [batch]), &device));
+    let t = Tensor::<1>::from_data(
+        TensorData::new(vec![1.0f32, 500.0, 1000.0][..batch].to_vec(), [batch]),
+        &device,
+    );
+    let y = labels.then(|| {
+        Tensor::<1, Int>::from_data(
+            TensorData::new(vec![0i64, 3, 9][..batch].to_vec(), [batch]),
+            &device,
+        )
+    });
     let out = unet.forward(x, t, y);
     let v = to_vec(out.clone());
     assert!(v.iter().all(|x| x.is_finite()));
@@ -73,7 +81,12 @@ fn default_mnist_model_size() {
 #[test]
 fn time_embedding_is_sinusoidal() {
     let freqs = frequencies(8);
-    let expect = [1.0, 10000f64.powf(-1.0 / 3.0), 10000f64.powf(-2.0 / 3.0), 1e-4];
+    let expect = [
+        1.0,
+        10000f64.powf(-1.0 / 3.0),
+        10000f64.powf(-2.0 / 3.0),
+        1e-4,
+    ];
     for (f, e) in freqs.iter().zip(expect) {
         assert!((*f as f64 - e).abs() < 1e-7 * e.max(1e-3), "{f} vs {e}");
     }
@@ -98,7 +111,9 @@ fn nearest_upsampling_repeats_pixels() {
     let v = to_vec(upsample_nearest2x(x));
     assert_eq!(
         v,
-        vec![1., 1., 2., 2., 1., 1., 2., 2., 3., 3., 4., 4., 3., 3., 4., 4.]
+        vec![
+            1., 1., 2., 2., 1., 1., 2., 2., 3., 3., 4., 4., 3., 3., 4., 4.
+        ]
     );
 }
 
@@ -106,10 +121,10 @@ fn nearest_upsampling_repeats_pixels() {
 fn bad_configs_are_errors_not_panics() {
     let device = cpu();
     let bad = [
-        UNetConfig::new().with_groups(5),                            // 32 channels in 5 groups
-        UNetConfig::new().with_image_size(30),                       // not divisible by 4
-        UNetConfig::new().with_channel_mults(vec![]),                 // no levels
-        UNetConfig::new().with_dropout(1.0),                          // not in [0, 1)
+        UNetConfig::new().with_groups(5),      // 32 channels in 5 groups
+        UNetConfig::new().with_image_size(30), // not divisible by 4
+        UNetConfig::new().with_channel_mults(vec![]), // no levels
+        UNetConfig::new().with_dropout(1.0),   // not in [0, 1)
         UNetConfig::new().with_base_channels(0),
         UNetConfig::new().with_image_channels(0),
         UNetConfig::new().with_res_blocks(0),

@@ -62,7 +62,10 @@ fn one_ddpm_step_matches_algorithm_2_by_hand() {
     let mut s = start(&config);
     let model = CpuEps(|x: &[f32], _| vec![0.5; x.len()]);
     let step = s.step(&model).unwrap();
-    assert_eq!((step.index, step.total, step.t, step.t_prev), (1, 1000, 1000, 999));
+    assert_eq!(
+        (step.index, step.total, step.t, step.t_prev),
+        (1, 1000, 1000, 999)
+    );
 
     let mut noise = BatchNoise::new(7, N);
     let x_t = noise.next(PER);
@@ -71,7 +74,8 @@ fn one_ddpm_step_matches_algorithm_2_by_hand() {
     // x_{t−1} = (1/√α_t)(x_t − β_t/√(1−ᾱ_t) ε) + √β_t z   (Algorithm 2, σ² = β)
     let expect: Vec<f64> = (0..N * PER)
         .map(|i| {
-            (x_t[i] as f64 - b / (1.0 - ab).sqrt() * 0.5) / (1.0 - b).sqrt() + b.sqrt() * z[i] as f64
+            (x_t[i] as f64 - b / (1.0 - ab).sqrt() * 0.5) / (1.0 - b).sqrt()
+                + b.sqrt() * z[i] as f64
         })
         .collect();
     close(&to_vec(step.x), &expect, 1e-5);
@@ -113,7 +117,8 @@ fn one_ddpm_step_with_clipping_uses_the_posterior_mean() {
             let x = x_t[i] as f64;
             let eps = 0.3 * x - 0.1;
             let x0 = ((x - (1.0 - ab).sqrt() * eps) / ab.sqrt()).clamp(-1.0, 1.0);
-            let mean = ab_prev.sqrt() * b / (1.0 - ab) * x0 + (1.0 - b).sqrt() * (1.0 - ab_prev) / (1.0 - ab) * x;
+            let mean = ab_prev.sqrt() * b / (1.0 - ab) * x0
+                + (1.0 - b).sqrt() * (1.0 - ab_prev) / (1.0 - ab) * x;
             mean + var_tilde.sqrt() * z[i] as f64
         })
         .collect();
@@ -165,10 +170,17 @@ fn samplers_with_an_oracle_model_land_on_the_data_point() {
     });
     let expect: Vec<f64> = (0..N * PER).map(|i| target[i % PER]).collect();
     let configs = [
-        SamplerConfig::new().with_kind(SamplerKind::Ddim).with_steps(10),
-        SamplerConfig::new().with_kind(SamplerKind::Ddim).with_steps(50).with_eta(1.0),
+        SamplerConfig::new()
+            .with_kind(SamplerKind::Ddim)
+            .with_steps(10),
+        SamplerConfig::new()
+            .with_kind(SamplerKind::Ddim)
+            .with_steps(50)
+            .with_eta(1.0),
         SamplerConfig::new().with_clip_x0(false),
-        SamplerConfig::new().with_variance(Variance::FixedSmall).with_steps(20),
+        SamplerConfig::new()
+            .with_variance(Variance::FixedSmall)
+            .with_steps(20),
     ];
     for config in configs {
         let config = config.with_count(N).with_seed(5);
@@ -214,12 +226,20 @@ fn deterministic_ddim_is_reproducible() {
 fn flex_and_ndarray_give_the_same_samples() {
     let flex = Device::flex();
     let unet = tiny_unet(&flex);
-    let bytes = save_to_bytes(&unet, &tiny_manifest(UNetConfig::preset("tiny").unwrap()), StorageDtype::F32).unwrap();
+    let bytes = save_to_bytes(
+        &unet,
+        &tiny_manifest(UNetConfig::preset("tiny").unwrap()),
+        StorageDtype::F32,
+    )
+    .unwrap();
     let nd = Device::ndarray();
     let other = load_from_bytes(&bytes, &nd).unwrap();
     for config in [
         ddim(9, 2),
-        SamplerConfig::new().with_steps(5).with_seed(9).with_count(2),
+        SamplerConfig::new()
+            .with_steps(5)
+            .with_seed(9)
+            .with_count(2),
     ] {
         let a = run_unet(&unet, &config, &flex);
         let b = run_unet(&other.unet, &config, &nd);
@@ -232,35 +252,63 @@ fn flex_and_ndarray_give_the_same_samples() {
 fn guidance_combines_conditional_and_unconditional_passes() {
     let device = cpu();
     device.seed(2);
-    let unet = UNetConfig::preset("tiny-classes").unwrap().init(&device).unwrap();
+    let unet = UNetConfig::preset("tiny-classes")
+        .unwrap()
+        .init(&device)
+        .unwrap();
     let x = Tensor::<4>::from_data(
         TensorData::new(BatchNoise::new(1, 2).next(28 * 28), [2, 1, 28, 28]),
         &device,
     );
     let w = 2.0;
-    let guided = to_vec(unet.eps(x.clone(), 500, &Conditioning { class: Some(3), guidance: w }));
+    let guided = to_vec(unet.eps(
+        x.clone(),
+        500,
+        &Conditioning {
+            class: Some(3),
+            guidance: w,
+        },
+    ));
     let t = Tensor::<1>::full([2], 500.0, &device);
-    let label = |k: i64| Some(Tensor::<1, Int>::from_data(TensorData::new(vec![k, k], [2]), &device));
+    let label = |k: i64| {
+        Some(Tensor::<1, Int>::from_data(
+            TensorData::new(vec![k, k], [2]),
+            &device,
+        ))
+    };
     let cond = to_vec(unet.forward(x.clone(), t.clone(), label(3)));
     let uncond = to_vec(unet.forward(x.clone(), t.clone(), label(10)));
-    let manual: Vec<f32> = cond.iter().zip(&uncond).map(|(c, u)| 3.0 * c - 2.0 * u).collect();
+    let manual: Vec<f32> = cond
+        .iter()
+        .zip(&uncond)
+        .map(|(c, u)| 3.0 * c - 2.0 * u)
+        .collect();
     assert!(max_abs_diff(&guided, &manual) < 1e-4);
     // No labels at all means the "no label" class.
     let none = to_vec(unet.forward(x, t, None));
     assert!(max_abs_diff(&none, &uncond) < 1e-6);
-    assert!(max_abs_diff(&cond, &uncond) > 1e-6, "the label must change ε");
+    assert!(
+        max_abs_diff(&cond, &uncond) > 1e-6,
+        "the label must change ε"
+    );
 }
 
 #[test]
 fn steps_report_the_timesteps_in_order() {
-    let config = SamplerConfig::new().with_kind(SamplerKind::Ddim).with_steps(4).with_count(1);
+    let config = SamplerConfig::new()
+        .with_kind(SamplerKind::Ddim)
+        .with_steps(4)
+        .with_count(1);
     let mut s = start(&config);
     let zero = CpuEps(|x: &[f32], _| vec![0.0; x.len()]);
     let mut seen = Vec::new();
     while let Some(step) = s.step(&zero) {
         seen.push((step.index, step.t, step.t_prev));
     }
-    assert_eq!(seen, vec![(1, 1000, 750), (2, 750, 500), (3, 500, 250), (4, 250, 0)]);
+    assert_eq!(
+        seen,
+        vec![(1, 1000, 750), (2, 750, 500), (3, 500, 250), (4, 250, 0)]
+    );
     assert!(s.is_finished() && s.step(&zero).is_none());
 }
 
@@ -268,7 +316,8 @@ fn steps_report_the_timesteps_in_order() {
 fn bad_options_are_errors() {
     let sched = Schedule::linear_paper();
     let d = cpu();
-    let try_new = |c: SamplerConfig, classes: usize| Sampler::new(&sched, &c, SHAPE, classes, &d).err();
+    let try_new =
+        |c: SamplerConfig, classes: usize| Sampler::new(&sched, &c, SHAPE, classes, &d).err();
     let base = SamplerConfig::new().with_count(1);
     assert!(try_new(base.clone().with_steps(0), 0).is_some());
     assert!(try_new(base.clone().with_steps(1001), 0).is_some());
@@ -281,4 +330,32 @@ fn bad_options_are_errors() {
     let err = try_new(base.clone().with_class(Some(12)), 10).unwrap();
     assert!(err.to_string().contains("class 12 out of range"), "{err}");
     assert!(try_new(base.with_class(Some(9)).with_guidance(2.0), 10).is_none());
+}
+
+#[test]
+fn sampler_options_from_json_fill_in_defaults() {
+    // The page and widget send partial JSON options; missing fields take the Config defaults.
+    let c = SamplerConfig::from_json_partial(r#"{"kind":"Ddim","steps":5,"seed":7,"class":null}"#)
+        .unwrap();
+    assert_eq!(c.kind, SamplerKind::Ddim);
+    assert_eq!((c.steps, c.seed, c.count, c.class), (5, 7, 16, None));
+    assert!(c.clip_x0 && c.guidance == 0.0);
+    let c = SamplerConfig::from_json_partial(r#"{"variance":"FixedSmall","class":3,"guidance":2}"#)
+        .unwrap();
+    assert_eq!(
+        (c.variance, c.class, c.guidance),
+        (Variance::FixedSmall, Some(3), 2.0)
+    );
+    assert!(
+        SamplerConfig::from_json_partial(r#"{"kind":"Fast"}"#)
+            .unwrap_err()
+            .contains("bad option")
+    );
+    assert!(
+        SamplerConfig::from_json_partial(r#"{"stepz":3}"#)
+            .unwrap_err()
+            .contains("stepz")
+    );
+    assert!(SamplerConfig::from_json_partial("[1]").is_err());
+    assert!(SamplerConfig::from_json_partial(r#"{"steps":-1}"#).is_err());
 }

@@ -50,8 +50,18 @@ fn posterior_variance_closed_forms() {
         assert!(rel(s.posterior_variance(t), 1.0 / inv) < 1e-9, "t = {t}");
         assert!(s.posterior_variance(t) <= s.beta(t));
     }
-    assert!(rel(s.posterior_log_variance_clipped(1), s.posterior_variance(2).ln()) < 1e-12);
-    assert!(rel(s.posterior_log_variance_clipped(10), s.posterior_variance(10).ln()) < 1e-12);
+    assert!(
+        rel(
+            s.posterior_log_variance_clipped(1),
+            s.posterior_variance(2).ln()
+        ) < 1e-12
+    );
+    assert!(
+        rel(
+            s.posterior_log_variance_clipped(10),
+            s.posterior_variance(10).ln()
+        ) < 1e-12
+    );
 }
 
 #[test]
@@ -59,12 +69,20 @@ fn posterior_mean_equals_algorithm_2_mean() {
     // μ̃_t(x_t, x̂₀(x_t, ε)) = (1/√α_t)(x_t − β_t/√(1−ᾱ_t) ε): an algebraic identity that ties
     // the posterior coefficients to Eq. 11.
     let s = Schedule::linear_paper();
-    for &(t, xt, eps) in &[(2usize, 0.3f64, -1.2f64), (10, -0.7, 0.4), (500, 1.5, 0.9), (1000, -0.2, 2.0)] {
+    for &(t, xt, eps) in &[
+        (2usize, 0.3f64, -1.2f64),
+        (10, -0.7, 0.4),
+        (500, 1.5, 0.9),
+        (1000, -0.2, 2.0),
+    ] {
         let x0 = (xt - s.sqrt_one_minus_alpha_bar(t) * eps) / s.sqrt_alpha_bar(t);
         let mu_tilde = s.posterior_mean_coef_x0(t) * x0 + s.posterior_mean_coef_xt(t) * xt;
         let ab: f64 = (1..=t).map(|k| 1.0 - paper_beta(k)).product();
         let mu_eps = (xt - paper_beta(t) / (1.0 - ab).sqrt() * eps) / (1.0 - paper_beta(t)).sqrt();
-        assert!((mu_tilde - mu_eps).abs() < 1e-9, "t = {t}: {mu_tilde} vs {mu_eps}");
+        assert!(
+            (mu_tilde - mu_eps).abs() < 1e-9,
+            "t = {t}: {mu_tilde} vs {mu_eps}"
+        );
     }
 }
 
@@ -97,7 +115,11 @@ fn normal_kl_known_values() {
 fn cosine_schedule_follows_its_closed_form() {
     let cfg = ScheduleConfig::new().with_kind(ScheduleKind::Cosine);
     let s = Schedule::new(&cfg).unwrap();
-    let f = |t: f64| ((t / 1000.0 + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2).cos().powi(2);
+    let f = |t: f64| {
+        ((t / 1000.0 + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2)
+            .cos()
+            .powi(2)
+    };
     for t in [1usize, 10, 250, 500, 900, 999] {
         assert!(rel(s.alpha_bar(t), f(t as f64) / f(0.0)) < 1e-9, "t = {t}");
     }
@@ -111,17 +133,31 @@ fn cosine_schedule_follows_its_closed_form() {
 #[test]
 fn invalid_schedules_are_errors() {
     assert!(Schedule::new(&ScheduleConfig::new().with_timesteps(0)).is_err());
-    assert!(Schedule::new(&ScheduleConfig::new().with_beta_start(0.5).with_beta_end(0.1)).is_err());
+    assert!(
+        Schedule::new(
+            &ScheduleConfig::new()
+                .with_beta_start(0.5)
+                .with_beta_end(0.1)
+        )
+        .is_err()
+    );
     assert!(Schedule::new(&ScheduleConfig::new().with_beta_end(1.0)).is_err());
     assert!(
-        Schedule::new(&ScheduleConfig::new().with_kind(ScheduleKind::Cosine).with_max_beta(1.5))
-            .is_err()
+        Schedule::new(
+            &ScheduleConfig::new()
+                .with_kind(ScheduleKind::Cosine)
+                .with_max_beta(1.5)
+        )
+        .is_err()
     );
 }
 
 #[test]
 fn ddim_subsequence_is_even_and_ends_at_t() {
-    assert_eq!(timestep_subsequence(1000, 1000), (1..=1000).collect::<Vec<_>>());
+    assert_eq!(
+        timestep_subsequence(1000, 1000),
+        (1..=1000).collect::<Vec<_>>()
+    );
     assert_eq!(timestep_subsequence(1000, 4), vec![250, 500, 750, 1000]);
     assert_eq!(timestep_subsequence(1000, 3), vec![333, 667, 1000]);
     let seq = timestep_subsequence(1000, 50);

@@ -13,8 +13,8 @@ fn tiny() -> (ddpm_web::UNet, ModelManifest) {
     let device = cpu();
     device.seed(4);
     let config = UNetConfig::preset("tiny-classes").unwrap();
-    let manifest = tiny_manifest(config.clone())
-        .with_class_names((0..10).map(|i| format!("c{i}")).collect());
+    let manifest =
+        tiny_manifest(config.clone()).with_class_names((0..10).map(|i| format!("c{i}")).collect());
     (config.init(&device).unwrap(), manifest)
 }
 
@@ -39,11 +39,22 @@ fn f16_round_trip_is_close_and_half_the_size() {
     let (unet, manifest) = tiny();
     let b32 = save_to_bytes(&unet, &manifest, StorageDtype::F32).unwrap();
     let b16 = save_to_bytes(&unet, &manifest, StorageDtype::F16).unwrap();
-    assert!(b16.len() < b32.len() * 6 / 10, "{} vs {}", b16.len(), b32.len());
+    assert!(
+        b16.len() < b32.len() * 6 / 10,
+        "{} vs {}",
+        b16.len(),
+        b32.len()
+    );
     let loaded = load_from_bytes(&b16, &cpu()).unwrap();
-    for ((name, _, va), (_, _, vb)) in parameter_values(&unet).iter().zip(&parameter_values(&loaded.unet)) {
+    for ((name, _, va), (_, _, vb)) in parameter_values(&unet)
+        .iter()
+        .zip(&parameter_values(&loaded.unet))
+    {
         for (x, y) in va.iter().zip(vb) {
-            assert!((x - y).abs() <= 1e-3 * x.abs().max(1e-2), "{name}: {x} vs {y}");
+            assert!(
+                (x - y).abs() <= 1e-3 * x.abs().max(1e-2),
+                "{name}: {x} vs {y}"
+            );
         }
     }
     let summary = inspect(&b16).unwrap();
@@ -65,11 +76,16 @@ fn the_file_is_plain_safetensors() {
     let manifest_json: serde_json::Value =
         serde_json::from_str(header["__metadata__"]["manifest"].as_str().unwrap()).unwrap();
     assert_eq!(manifest_json["model"]["num_classes"], 10);
-    assert_eq!(header["conv_in.weight"]["shape"], serde_json::json!([8, 1, 3, 3]));
+    assert_eq!(
+        header["conv_in.weight"]["shape"],
+        serde_json::json!([8, 1, 3, 3])
+    );
 }
 
 fn err_of(bytes: &[u8]) -> WeightsError {
-    load_from_bytes(bytes, &cpu()).err().expect("loading must fail")
+    load_from_bytes(bytes, &cpu())
+        .err()
+        .expect("loading must fail")
 }
 
 #[test]
@@ -100,7 +116,11 @@ fn other_safetensors_files_are_the_wrong_kind() {
 
     let other = safetensors::serialize(
         vec![("w", view)],
-        Some([("format".to_string(), "pt".to_string())].into_iter().collect()),
+        Some(
+            [("format".to_string(), "pt".to_string())]
+                .into_iter()
+                .collect(),
+        ),
     )
     .unwrap();
     assert!(err_of(&other).to_string().contains("\"pt\""));
@@ -137,10 +157,16 @@ fn version_and_manifest_problems_are_named() {
     let mut impossible = manifest.clone();
     impossible.model.groups = 3;
     let bad_cfg = with_metadata(&bytes, |m| {
-        m.insert("manifest".into(), serde_json::to_string(&impossible).unwrap());
+        m.insert(
+            "manifest".into(),
+            serde_json::to_string(&impossible).unwrap(),
+        );
     });
     let e = err_of(&bad_cfg);
-    assert!(matches!(e, WeightsError::Manifest(_)) && e.to_string().contains("groups"), "{e}");
+    assert!(
+        matches!(e, WeightsError::Manifest(_)) && e.to_string().contains("groups"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -156,9 +182,16 @@ fn tensors_that_do_not_fit_the_manifest_are_a_mismatch() {
     assert!(e.to_string().contains("shape"), "{e}");
 
     // A missing tensor is named.
-    let missing: Vec<_> = values.iter().filter(|(n, _, _)| n != "conv_out.bias").cloned().collect();
+    let missing: Vec<_> = values
+        .iter()
+        .filter(|(n, _, _)| n != "conv_out.bias")
+        .cloned()
+        .collect();
     let e = err_of(&encode(&missing, &manifest, StorageDtype::F32).unwrap());
-    assert!(e.to_string().contains("conv_out.bias") && e.to_string().contains("missing"), "{e}");
+    assert!(
+        e.to_string().contains("conv_out.bias") && e.to_string().contains("missing"),
+        "{e}"
+    );
 
     // An extra tensor is named.
     let mut extra = values.clone();

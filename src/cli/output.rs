@@ -8,7 +8,8 @@ use crate::image::{Batch, grid_rgba, tile_pixels};
 
 fn create(path: &Path) -> Result<BufWriter<File>, String> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     File::create(path)
         .map(BufWriter::new)
@@ -16,7 +17,13 @@ fn create(path: &Path) -> Result<BufWriter<File>, String> {
 }
 
 /// Write 8-bit pixels (`channels` = 1, 3 or 4) as a PNG.
-pub fn write_png(path: &Path, width: usize, height: usize, channels: usize, pixels: &[u8]) -> Result<(), String> {
+pub fn write_png(
+    path: &Path,
+    width: usize,
+    height: usize,
+    channels: usize,
+    pixels: &[u8],
+) -> Result<(), String> {
     let color = match channels {
         1 => png::ColorType::Grayscale,
         3 => png::ColorType::Rgb,
@@ -73,7 +80,8 @@ impl GifWriter {
             Vec::new()
         };
         let err = |e: gif::EncodingError| format!("cannot write {}: {e}", path.display());
-        let mut encoder = gif::Encoder::new(create(path)?, w as u16, h as u16, &palette).map_err(err)?;
+        let mut encoder =
+            gif::Encoder::new(create(path)?, w as u16, h as u16, &palette).map_err(err)?;
         encoder.set_repeat(gif::Repeat::Infinite).map_err(err)?;
         Ok(Self {
             encoder,

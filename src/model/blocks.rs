@@ -2,7 +2,9 @@
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{
+    Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d,
+};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Tensor};
 
@@ -18,7 +20,9 @@ fn conv1x1(c_in: usize, c_out: usize, device: &Device) -> Conv2d {
 }
 
 pub(crate) fn group_norm(groups: usize, channels: usize, device: &Device) -> GroupNorm {
-    GroupNormConfig::new(groups, channels).with_epsilon(1e-6).init(device)
+    GroupNormConfig::new(groups, channels)
+        .with_epsilon(1e-6)
+        .init(device)
 }
 
 /// Residual block: GN → SiLU → conv → (+ projected time embedding) → GN → SiLU → dropout →
@@ -102,7 +106,9 @@ impl AttentionBlock {
         let q = self.q.forward(seq.clone());
         let k = self.k.forward(seq.clone());
         let v = self.v.forward(seq);
-        let scores = q.matmul(k.swap_dims(1, 2)).mul_scalar(1.0 / (c as f64).sqrt());
+        let scores = q
+            .matmul(k.swap_dims(1, 2))
+            .mul_scalar(1.0 / (c as f64).sqrt());
         let out = self.proj.forward(softmax(scores, 2).matmul(v));
         x + out.swap_dims(1, 2).reshape([b, c, h, w])
     }

@@ -52,7 +52,10 @@ impl UNetConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |m: String| Err(ConfigError(m));
         if !(1..=4).contains(&self.image_channels) {
-            return err(format!("image_channels must be 1..=4, got {}", self.image_channels));
+            return err(format!(
+                "image_channels must be 1..=4, got {}",
+                self.image_channels
+            ));
         }
         if self.channel_mults.is_empty() || self.channel_mults.len() > 6 {
             return err(format!(
@@ -61,7 +64,10 @@ impl UNetConfig {
             ));
         }
         if self.base_channels == 0 || self.base_channels > 1024 {
-            return err(format!("base_channels must be 1..=1024, got {}", self.base_channels));
+            return err(format!(
+                "base_channels must be 1..=1024, got {}",
+                self.base_channels
+            ));
         }
         if self.base_channels % 2 != 0 {
             return err(format!(
@@ -146,6 +152,12 @@ impl UNetConfig {
     }
 
     /// The names [`UNetConfig::preset`] knows.
-    pub const PRESETS: &'static [&'static str] =
-        &["tiny", "tiny-classes", "mnist", "fashion", "emoji", "cifar10-paper"];
+    pub const PRESETS: &'static [&'static str] = &[
+        "tiny",
+        "tiny-classes",
+        "mnist",
+        "fashion",
+        "emoji",
+        "cifar10-paper",
+    ];
 }

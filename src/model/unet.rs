@@ -177,7 +177,9 @@ impl UNet {
         h = self.mid2.forward(h, temb.clone());
         for level in &self.up {
             for stage in &level.stages {
-                let skip = skips.pop().expect("encoder pushed one skip per decoder stage");
+                let skip = skips
+                    .pop()
+                    .expect("encoder pushed one skip per decoder stage");
                 h = stage.forward(Tensor::cat(vec![h, skip], 1), temb.clone());
             }
             if let Some(up) = &level.up {

@@ -51,3 +51,30 @@ pub struct SamplerConfig {
     #[config(default = 0.0)]
     pub guidance: f64,
 }
+
+impl SamplerConfig {
+    /// Parse options given as a JSON object in which any field may be missing (it takes its
+    /// default). Unknown fields and wrong types are errors naming the field.
+    pub fn from_json_partial(json: &str) -> Result<Self, String> {
+        let given: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| format!("options are not valid JSON: {e}"))?;
+        let serde_json::Value::Object(given) = given else {
+            return Err("options must be a JSON object".into());
+        };
+        let mut merged = serde_json::to_value(Self::new()).map_err(|e| e.to_string())?;
+        let fields = merged
+            .as_object_mut()
+            .ok_or("sampler defaults are not an object")?;
+        for (key, value) in given {
+            if !fields.contains_key(&key) {
+                let known: Vec<&str> = fields.keys().map(String::as_str).collect();
+                return Err(format!(
+                    "unknown option \"{key}\" (known: {})",
+                    known.join(", ")
+                ));
+            }
+            fields.insert(key, value);
+        }
+        serde_json::from_value(merged).map_err(|e| format!("bad option: {e}"))
+    }
+}

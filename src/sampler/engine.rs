@@ -186,7 +186,10 @@ impl Sampler {
 }
 
 /// The coefficients of every step of a run, from t = T (or the top of the sub-sequence) down.
-pub fn plan_steps(schedule: &Schedule, config: &SamplerConfig) -> Result<Vec<StepCoefs>, SamplerError> {
+pub fn plan_steps(
+    schedule: &Schedule,
+    config: &SamplerConfig,
+) -> Result<Vec<StepCoefs>, SamplerError> {
     let t_max = schedule.timesteps();
     if config.steps == 0 || config.steps > t_max {
         return Err(SamplerError(format!(
@@ -195,7 +198,10 @@ pub fn plan_steps(schedule: &Schedule, config: &SamplerConfig) -> Result<Vec<Ste
         )));
     }
     if !config.eta.is_finite() || !(0.0..=1.0).contains(&config.eta) {
-        return Err(SamplerError(format!("eta must be in [0, 1], got {}", config.eta)));
+        return Err(SamplerError(format!(
+            "eta must be in [0, 1], got {}",
+            config.eta
+        )));
     }
     let seq = timestep_subsequence(t_max, config.steps);
     let mut plan = Vec::with_capacity(seq.len());
@@ -268,5 +274,8 @@ fn ddim_update(x: Tensor<4>, eps: Tensor<4>, c: &StepCoefs, clip: bool) -> (Tens
         eps = (x - x0.clone().mul_scalar(ab.sqrt())).mul_scalar(1.0 / (1.0 - ab).sqrt());
     }
     let dir = (1.0 - ab_prev - c.sigma * c.sigma).max(0.0).sqrt();
-    (x0.clone().mul_scalar(ab_prev.sqrt()) + eps.mul_scalar(dir), x0)
+    (
+        x0.clone().mul_scalar(ab_prev.sqrt()) + eps.mul_scalar(dir),
+        x0,
+    )
 }

@@ -34,7 +34,11 @@ impl EpsModel for UNet {
                 let mut ids = vec![c as i64; batch];
                 ids.extend(std::iter::repeat_n(null as i64, batch));
                 let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [2 * batch]), &device);
-                let out = self.forward(Tensor::cat(vec![x.clone(), x], 0), times(2 * batch), Some(ids));
+                let out = self.forward(
+                    Tensor::cat(vec![x.clone(), x], 0),
+                    times(2 * batch),
+                    Some(ids),
+                );
                 let cond_eps = out.clone().narrow(0, 0, batch);
                 let uncond_eps = out.narrow(0, batch, batch);
                 let w = cond.guidance;

@@ -18,7 +18,10 @@ pub fn tensor4(values: Vec<f32>, shape: [usize; 4], device: &Device) -> Tensor<4
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// A tiny model's manifest (random weights, T = 1000 linear).

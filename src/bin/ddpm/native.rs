@@ -12,7 +12,11 @@ use ddpm_web::weights::{self, ModelManifest, StorageDtype, TrainingInfo};
 use ddpm_web::{ScheduleConfig, UNetConfig};
 
 #[derive(Parser)]
-#[command(name = "ddpm", version, about = "DDPM image generation (Ho et al. 2020): sample, inspect, benchmark, train")]
+#[command(
+    name = "ddpm",
+    version,
+    about = "DDPM image generation (Ho et al. 2020): sample, inspect, benchmark, train"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -294,12 +298,20 @@ fn info(file: &PathBuf, list: bool, json: bool) -> Result<(), String> {
             "tensors": summary.tensors.len(),
             "manifest": m,
         });
-        println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
         return Ok(());
     }
     let cfg = &m.model;
-    let dtypes: std::collections::BTreeSet<_> = summary.tensors.iter().map(|t| t.dtype.as_str()).collect();
-    println!("file        {} ({:.2} MB)", file.display(), summary.bytes as f64 / 1e6);
+    let dtypes: std::collections::BTreeSet<_> =
+        summary.tensors.iter().map(|t| t.dtype.as_str()).collect();
+    println!(
+        "file        {} ({:.2} MB)",
+        file.display(),
+        summary.bytes as f64 / 1e6
+    );
     println!("dataset     {}", m.dataset);
     println!(
         "images      {}×{}, {} channel(s)",
@@ -317,9 +329,19 @@ fn info(file: &PathBuf, list: bool, json: bool) -> Result<(), String> {
     );
     println!(
         "u-net       base {}, mults {:?}, {} res blocks/level, attention at {:?}, {} groups, dropout {}",
-        cfg.base_channels, cfg.channel_mults, cfg.res_blocks, cfg.attention_resolutions, cfg.groups, cfg.dropout
+        cfg.base_channels,
+        cfg.channel_mults,
+        cfg.res_blocks,
+        cfg.attention_resolutions,
+        cfg.groups,
+        cfg.dropout
     );
-    println!("parameters  {} ({} tensors, stored as {})", summary.parameters, summary.tensors.len(), dtypes.into_iter().collect::<Vec<_>>().join("/"));
+    println!(
+        "parameters  {} ({} tensors, stored as {})",
+        summary.parameters,
+        summary.tensors.len(),
+        dtypes.into_iter().collect::<Vec<_>>().join("/")
+    );
     println!(
         "schedule    {:?}, T = {}, β {}…{}",
         m.schedule.kind, m.schedule.timesteps, m.schedule.beta_start, m.schedule.beta_end
@@ -329,8 +351,16 @@ fn info(file: &PathBuf, list: bool, json: bool) -> Result<(), String> {
         "training    {} steps, EMA {}, {}{}{}",
         t.steps,
         t.ema_decay.map_or("none".to_string(), |d| d.to_string()),
-        if t.date.is_empty() { "date unknown" } else { &t.date },
-        if t.device.is_empty() { String::new() } else { format!(", on {}", t.device) },
+        if t.date.is_empty() {
+            "date unknown"
+        } else {
+            &t.date
+        },
+        if t.device.is_empty() {
+            String::new()
+        } else {
+            format!(", on {}", t.device)
+        },
         t.seconds.map_or(String::new(), |s| format!(", {:.0} s", s)),
     );
     if !t.notes.is_empty() {
@@ -346,7 +376,10 @@ fn info(file: &PathBuf, list: bool, json: bool) -> Result<(), String> {
 
 fn init(preset: &str, dataset: &str, seed: u64, f32: bool, out: &PathBuf) -> Result<(), String> {
     let config = UNetConfig::preset(preset).ok_or_else(|| {
-        format!("unknown preset \"{preset}\"; known: {}", UNetConfig::PRESETS.join(", "))
+        format!(
+            "unknown preset \"{preset}\"; known: {}",
+            UNetConfig::PRESETS.join(", ")
+        )
     })?;
     let device = Device::flex();
     device.seed(seed);
@@ -359,8 +392,15 @@ fn init(preset: &str, dataset: &str, seed: u64, f32: bool, out: &PathBuf) -> Res
     let manifest = ModelManifest::new(config, ScheduleConfig::new())
         .with_dataset(dataset.to_string())
         .with_class_names(class_names)
-        .with_training(TrainingInfo::new().with_notes(format!("random initialisation (seed {seed}), untrained")));
-    let dtype = if f32 { StorageDtype::F32 } else { StorageDtype::F16 };
+        .with_training(
+            TrainingInfo::new()
+                .with_notes(format!("random initialisation (seed {seed}), untrained")),
+        );
+    let dtype = if f32 {
+        StorageDtype::F32
+    } else {
+        StorageDtype::F16
+    };
     let bytes = weights::save_to_bytes(&unet, &manifest, dtype).map_err(|e| e.to_string())?;
     weights::write_atomic(out, &bytes).map_err(|e| e.to_string())?;
     eprintln!(
@@ -372,7 +412,13 @@ fn init(preset: &str, dataset: &str, seed: u64, f32: bool, out: &PathBuf) -> Res
     Ok(())
 }
 
-fn bench(weights_path: Option<PathBuf>, preset: &str, device_name: &str, counts: &[usize], steps: usize) -> Result<(), String> {
+fn bench(
+    weights_path: Option<PathBuf>,
+    preset: &str,
+    device_name: &str,
+    counts: &[usize],
+    steps: usize,
+) -> Result<(), String> {
     let (device, label) = pick_device(device_name)?;
     let (unet, schedule, name) = match &weights_path {
         Some(path) => {
@@ -380,15 +426,22 @@ fn bench(weights_path: Option<PathBuf>, preset: &str, device_name: &str, counts:
             (m.unet, m.schedule, path.display().to_string())
         }
         None => {
-            let config = UNetConfig::preset(preset)
-                .ok_or_else(|| format!("unknown preset \"{preset}\""))?;
+            let config =
+                UNetConfig::preset(preset).ok_or_else(|| format!("unknown preset \"{preset}\""))?;
             let unet = config.init(&device).map_err(|e| e.to_string())?;
-            (unet, ddpm_web::Schedule::linear_paper(), format!("preset {preset}"))
+            (
+                unet,
+                ddpm_web::Schedule::linear_paper(),
+                format!("preset {preset}"),
+            )
         }
     };
     let num_classes = unet.num_classes();
     let cfg = unet_config_of(&weights_path, preset)?;
-    println!("model {name}: {} parameters; device {label}", unet.num_params());
+    println!(
+        "model {name}: {} parameters; device {label}",
+        unet.num_params()
+    );
     for &count in counts {
         let config = SamplerConfig::new()
             .with_kind(SamplerKind::Ddim)
@@ -427,7 +480,10 @@ fn unet_config_of(weights_path: &Option<PathBuf>, preset: &str) -> Result<UNetCo
     match weights_path {
         Some(path) => {
             let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-            Ok(weights::inspect(&bytes).map_err(|e| e.to_string())?.manifest.model)
+            Ok(weights::inspect(&bytes)
+                .map_err(|e| e.to_string())?
+                .manifest
+                .model)
         }
         None => UNetConfig::preset(preset).ok_or_else(|| format!("unknown preset \"{preset}\"")),
     }
