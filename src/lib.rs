@@ -16,6 +16,9 @@ pub mod weights;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cli;
 
+#[cfg(all(feature = "train", not(target_arch = "wasm32")))]
+pub mod train;
+
 #[cfg(target_arch = "wasm32")]
 pub mod web;
 

@@ -112,6 +112,21 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Train a U-Net (Algorithm 1) with checkpoints; resume with --resume.
+    #[cfg(feature = "train")]
+    Train(TrainArgs),
+    /// Turn a training run's checkpoint into a weights file (EMA weights, f16 by default).
+    #[cfg(feature = "train")]
+    Export {
+        /// Run folder given to `train --run`.
+        #[arg(long)]
+        run: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Store f32 instead of f16.
+        #[arg(long)]
+        f32: bool,
+    },
     /// Measure sampling speed (steps/s) of a model on a device.
     Bench {
         /// Weights file; or use --preset for a randomly initialised model.
@@ -130,6 +145,54 @@ enum Command {
     },
 }
 
+#[cfg(feature = "train")]
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// mnist, fashion, emoji or synthetic.
+    #[arg(long, default_value = "mnist")]
+    dataset: String,
+    /// Model preset (see `ddpm init --help`); default: the dataset's.
+    #[arg(long)]
+    preset: Option<String>,
+    /// Train without labels even when the dataset has them.
+    #[arg(long)]
+    unconditional: bool,
+    /// Run folder for checkpoints and sample grids.
+    #[arg(long)]
+    run: PathBuf,
+    /// Continue the run in --run from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Folder with the datasets.
+    #[arg(long, default_value = "../shared/data")]
+    data: PathBuf,
+    #[arg(long, default_value = "gpu")]
+    device: String,
+    #[arg(long, default_value_t = 100_000)]
+    steps: u64,
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 2e-4)]
+    lr: f64,
+    #[arg(long, default_value_t = 5000)]
+    warmup: u64,
+    #[arg(long, default_value_t = 0.9999)]
+    ema_decay: f64,
+    #[arg(long, default_value_t = 1.0)]
+    grad_clip: f64,
+    /// Dropout inside residual blocks (default: the preset's).
+    #[arg(long)]
+    dropout: Option<f64>,
+    #[arg(long, default_value_t = 1000)]
+    checkpoint_every: u64,
+    #[arg(long, default_value_t = 5000)]
+    sample_every: u64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, short)]
+    quiet: bool,
+}
+
 fn main_inner() -> Result<(), String> {
     let cli = Cli::parse();
     match cli.command {
@@ -146,6 +209,25 @@ fn main_inner() -> Result<(), String> {
             f32,
             out,
         } => init(&preset, &dataset, seed, f32, &out),
+        #[cfg(feature = "train")]
+        Command::Train(args) => train(args),
+        #[cfg(feature = "train")]
+        Command::Export { run, out, f32 } => {
+            let dtype = if f32 {
+                StorageDtype::F32
+            } else {
+                StorageDtype::F16
+            };
+            let m = ddpm_web::train::export(&run, &out, dtype)?;
+            eprintln!(
+                "wrote {} ({} dataset, {} steps, EMA {:?})",
+                out.display(),
+                m.dataset,
+                m.training.steps,
+                m.training.ema_decay
+            );
+            Ok(())
+        }
         Command::Bench {
             weights,
             preset,
@@ -487,4 +569,79 @@ fn unet_config_of(weights_path: &Option<PathBuf>, preset: &str) -> Result<UNetCo
         }
         None => UNetConfig::preset(preset).ok_or_else(|| format!("unknown preset \"{preset}\"")),
     }
+}
+
+#[cfg(feature = "train")]
+fn train(args: TrainArgs) -> Result<(), String> {
+    use ddpm_web::train::{TrainConfig, TrainOptions};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let preset = args
+        .preset
+        .clone()
+        .unwrap_or_else(|| match args.dataset.as_str() {
+            "synthetic" => "tiny".to_string(),
+            other => other.to_string(),
+        });
+    let mut model = UNetConfig::preset(&preset).ok_or_else(|| {
+        format!(
+            "unknown preset \"{preset}\"; known: {}",
+            UNetConfig::PRESETS.join(", ")
+        )
+    })?;
+    if args.unconditional {
+        model.num_classes = 0;
+    } else if args.dataset == "synthetic" {
+        model.num_classes = 4;
+    }
+    if let Some(p) = args.dropout {
+        model.dropout = p;
+    }
+    let config = TrainConfig::new(args.dataset.clone(), model)
+        .with_steps(args.steps)
+        .with_batch_size(args.batch_size)
+        .with_lr(args.lr)
+        .with_warmup_steps(args.warmup)
+        .with_ema_decay(args.ema_decay)
+        .with_grad_clip(args.grad_clip)
+        .with_checkpoint_every(args.checkpoint_every)
+        .with_sample_every(args.sample_every)
+        .with_seed(args.seed);
+    let (device, label) = pick_device(&args.device)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    // Ctrl-C: finish the current step, write a checkpoint, exit.
+    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
+    eprintln!("training on {label}; run folder {}", args.run.display());
+    let report = ddpm_web::train::train(
+        config,
+        args.resume,
+        TrainOptions {
+            run_dir: args.run.clone(),
+            data_dir: args.data.clone(),
+            device,
+            device_label: label,
+            quiet: args.quiet,
+            stop,
+            dataset: None,
+        },
+    )?;
+    eprintln!(
+        "{} at step {} (loss {:.4}, {:.2} steps/s){}",
+        if report.interrupted {
+            "stopped"
+        } else {
+            "done"
+        },
+        report.step,
+        report.loss,
+        report.steps_per_second,
+        if report.interrupted {
+            "; checkpoint written, continue with --resume"
+        } else {
+            ""
+        }
+    );
+    Ok(())
 }

@@ -1,0 +1,11 @@
+//! Native training (feature `train`): data loaders, the Algorithm 1 loop with Adam, warm-up,
+//! global-norm clipping and EMA, atomic checkpoints with exact resume, and export.
+
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod optim;
+pub mod trainer;
+
+pub use config::TrainConfig;
+pub use trainer::{TrainOptions, TrainReport, export, train};

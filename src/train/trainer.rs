@@ -1,0 +1,369 @@
+//! The training loop (Algorithm 1 with L_simple, t drawn per example).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use super::checkpoint::{self, CheckpointFiles, TrainState};
+use super::config::TrainConfig;
+use super::data::{self, Batcher, Dataset, Split};
+use super::optim::{AdamState, AdamStep, adam_update, ema_update, global_grad_norm};
+use crate::image::Batch;
+use crate::model::UNet;
+use crate::rng::Rng;
+use crate::sampler::{Sampler, SamplerConfig, SamplerKind};
+use crate::schedule::Schedule;
+use crate::weights::{self, ModelManifest, StorageDtype, TrainingInfo};
+
+/// Where and how to run.
+pub struct TrainOptions {
+    /// Run folder (checkpoints, sample grids, log).
+    pub run_dir: PathBuf,
+    /// Folder holding the datasets.
+    pub data_dir: PathBuf,
+    /// Base (non-autodiff) device.
+    pub device: Device,
+    /// Its description (recorded with the weights).
+    pub device_label: String,
+    /// No progress bar.
+    pub quiet: bool,
+    /// Set to stop after the current step (Ctrl-C); a checkpoint is written.
+    pub stop: Arc<AtomicBool>,
+    /// Use this dataset instead of loading `config.dataset` (tests).
+    pub dataset: Option<Dataset>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct TrainReport {
+    /// Steps done in total.
+    pub step: u64,
+    /// Smoothed loss at the end.
+    pub loss: f64,
+    /// Losses of every step of this invocation.
+    pub losses: Vec<f64>,
+    /// Steps per second of this invocation.
+    pub steps_per_second: f64,
+    /// Stopped early by a signal.
+    pub interrupted: bool,
+}
+
+fn manifest(config: &TrainConfig, ds: &Dataset, state: Option<&TrainState>) -> ModelManifest {
+    let class_names = if config.model.num_classes > 0 {
+        ds.class_names.clone()
+    } else {
+        Vec::new()
+    };
+    let mut training = TrainingInfo::new().with_ema_decay(Some(config.ema_decay));
+    if let Some(s) = state {
+        training = training
+            .with_steps(s.step)
+            .with_date(checkpoint::now_iso8601())
+            .with_device(s.device.clone())
+            .with_seconds(Some(s.seconds));
+    }
+    ModelManifest::new(config.model.clone(), config.schedule.clone())
+        .with_dataset(ds.name.clone())
+        .with_class_names(class_names)
+        .with_training(training)
+}
+
+/// Train (or resume) a run. Returns when `config.steps` are done or `stop` is set.
+pub fn train(config: TrainConfig, resume: bool, opts: TrainOptions) -> Result<TrainReport, String> {
+    std::fs::create_dir_all(&opts.run_dir)
+        .map_err(|e| format!("cannot create {}: {e}", opts.run_dir.display()))?;
+    let ad = opts.device.clone().autodiff();
+
+    // Resume: the checkpoint's config wins, except for the total number of steps.
+    let resumed = if resume {
+        Some(checkpoint::load(&opts.run_dir)?)
+    } else {
+        if checkpoint::dir(&opts.run_dir).join("state.json").exists() {
+            return Err(format!(
+                "{} already holds a checkpoint: pass --resume to continue it, or choose another --run folder",
+                opts.run_dir.display()
+            ));
+        }
+        None
+    };
+    let config = match &resumed {
+        Some(c) => c
+            .state
+            .config
+            .clone()
+            .with_steps(config.steps.max(c.state.step)),
+        None => config,
+    };
+    config.model.validate().map_err(|e| e.to_string())?;
+    let schedule = Schedule::new(&config.schedule).map_err(|e| e.to_string())?;
+
+    let ds = match opts.dataset.clone() {
+        Some(ds) => ds,
+        None => data::load(&config.dataset, &opts.data_dir, Split::Train)?,
+    };
+    let m = &config.model;
+    if ds.shape != [m.image_channels, m.image_size, m.image_size] {
+        return Err(format!(
+            "the model makes {}×{}×{} images but {} has {:?}",
+            m.image_channels, m.image_size, m.image_size, ds.name, ds.shape
+        ));
+    }
+    if m.num_classes > 0 && m.num_classes != ds.class_names.len() {
+        return Err(format!(
+            "the model has {} classes but {} has {}",
+            m.num_classes,
+            ds.name,
+            ds.class_names.len()
+        ));
+    }
+    let flip = config.flip.unwrap_or(ds.flip_ok);
+    let mut batcher = Batcher::new(ds.len(), config.seed, flip);
+    let mut rng = Rng::new(config.seed ^ 0x7EA1_5EED);
+
+    let (mut model, mut ema, mut adam, start_step, mut loss_ema, mut seconds) = match resumed {
+        Some(files) => {
+            let model = weights::load_from_bytes(&files.model, &ad)
+                .map_err(|e| format!("checkpoint model: {e}"))?
+                .unet;
+            let ema = weights::load_from_bytes(&files.ema, &opts.device)
+                .map_err(|e| format!("checkpoint EMA: {e}"))?
+                .unet;
+            let named = checkpoint::decode_plain(&files.optim, "checkpoint optimizer state")?;
+            let adam = AdamState::from_named(named, files.state.adam_t, &opts.device);
+            batcher.restore(&files.state.batcher);
+            rng = Rng::from_state(files.state.rng.0, files.state.rng.1);
+            (
+                model,
+                ema,
+                adam,
+                files.state.step,
+                files.state.loss_ema,
+                files.state.seconds,
+            )
+        }
+        None => {
+            opts.device.seed(config.seed);
+            let model = config.model.init(&ad).map_err(|e| e.to_string())?;
+            let ema = model.valid();
+            (model, ema, AdamState::default(), 0, f64::NAN, 0.0)
+        }
+    };
+    // Dropout's mask comes from the backend generator: reseed per invocation.
+    opts.device
+        .seed(config.seed.wrapping_add(start_step.wrapping_mul(0x9E37)));
+
+    let [c, h, w] = ds.shape;
+    let per = c * h * w;
+    let bs = config.batch_size;
+    let null_label = m.num_classes as i64;
+    let pb = crate::cli::progress::bar(config.steps, "training", opts.quiet);
+    pb.set_position(start_step);
+    let started = Instant::now();
+    let mut losses = Vec::new();
+    let mut step = start_step;
+    let mut interrupted = false;
+
+    let save = |step: u64,
+                model: &UNet,
+                ema: &UNet,
+                adam: &AdamState,
+                batcher: &Batcher,
+                rng: &Rng,
+                loss_ema: f64,
+                seconds: f64|
+     -> Result<(), String> {
+        let state = TrainState {
+            config: config.clone(),
+            step,
+            batcher: batcher.state(),
+            rng: rng.state(),
+            adam_t: adam.t,
+            loss_ema,
+            seconds,
+            device: opts.device_label.clone(),
+        };
+        let man = manifest(&config, &ds, Some(&state));
+        let files = CheckpointFiles {
+            model: weights::save_to_bytes(model, &man, StorageDtype::F32)
+                .map_err(|e| e.to_string())?,
+            ema: weights::save_to_bytes(ema, &man, StorageDtype::F32).map_err(|e| e.to_string())?,
+            optim: checkpoint::encode_plain(&adam.to_named())?,
+            state,
+        };
+        checkpoint::save(&opts.run_dir, &files)
+    };
+
+    while step < config.steps {
+        if opts.stop.load(Ordering::SeqCst) {
+            interrupted = true;
+            break;
+        }
+        // Algorithm 1: x_0 ~ q(x_0), t ~ U{1..T} per example, ε ~ N(0, I).
+        let (x0, labels) = batcher.next(&ds, bs);
+        let mut x_t = Vec::with_capacity(bs * per);
+        let mut eps = Vec::with_capacity(bs * per);
+        let mut ts = Vec::with_capacity(bs);
+        let mut ys = Vec::with_capacity(bs);
+        for i in 0..bs {
+            let t = 1 + rng.below(schedule.timesteps() as u64) as usize;
+            let (a, b) = (
+                schedule.sqrt_alpha_bar(t),
+                schedule.sqrt_one_minus_alpha_bar(t),
+            );
+            for k in 0..per {
+                let e = rng.normal();
+                eps.push(e as f32);
+                x_t.push((a * x0[i * per + k] as f64 + b * e) as f32);
+            }
+            ts.push(t as f32);
+            let drop = rng.uniform() < config.label_dropout;
+            ys.push(if drop { null_label } else { labels[i] as i64 });
+        }
+        let x_t = Tensor::<4>::from_data(TensorData::new(x_t, [bs, c, h, w]), &ad);
+        let eps = Tensor::<4>::from_data(TensorData::new(eps, [bs, c, h, w]), &ad);
+        let ts = Tensor::<1>::from_data(TensorData::new(ts, [bs]), &ad);
+        let ys = (m.num_classes > 0)
+            .then(|| Tensor::<1, Int>::from_data(TensorData::new(ys, [bs]), &ad));
+
+        let pred = model.forward(x_t, ts, ys);
+        let loss = (pred - eps).square().mean();
+        let grads = loss.backward();
+        let loss_v = loss.into_scalar::<f32>() as f64;
+        if !loss_v.is_finite() {
+            pb.abandon();
+            return Err(format!(
+                "the loss became {loss_v} at step {}; stopped without saving (the last good checkpoint in {} is kept). Try a lower --lr",
+                step + 1,
+                checkpoint::dir(&opts.run_dir).display()
+            ));
+        }
+        let mut grads = GradientsParams::from_grads(grads, &model);
+        let norm = global_grad_norm(&model, &grads);
+        let grad_scale = if config.grad_clip > 0.0 && norm > config.grad_clip {
+            config.grad_clip / (norm + 1e-6)
+        } else {
+            1.0
+        };
+        let warm = if config.warmup_steps == 0 {
+            1.0
+        } else {
+            ((step + 1) as f64 / config.warmup_steps as f64).min(1.0)
+        };
+        let adam_step = AdamStep {
+            lr: config.lr * warm,
+            grad_scale,
+            beta1: config.beta1,
+            beta2: config.beta2,
+            eps: config.adam_eps,
+        };
+        model = adam_update(model, &mut grads, &mut adam, adam_step);
+        let decay = if config.ema_warmup {
+            config
+                .ema_decay
+                .min((1.0 + step as f64) / (10.0 + step as f64))
+        } else {
+            config.ema_decay
+        };
+        ema = ema_update(ema, &model, decay);
+        step += 1;
+
+        loss_ema = if loss_ema.is_nan() {
+            loss_v
+        } else {
+            0.98 * loss_ema + 0.02 * loss_v
+        };
+        losses.push(loss_v);
+        pb.set_position(step);
+        pb.set_message(format!("loss {loss_ema:.4}"));
+
+        let elapsed = seconds + started.elapsed().as_secs_f64();
+        if step % config.checkpoint_every.max(1) == 0 || step == config.steps {
+            save(step, &model, &ema, &adam, &batcher, &rng, loss_ema, elapsed)?;
+        }
+        if config.sample_every > 0 && step % config.sample_every == 0 {
+            write_samples(&opts.run_dir, &ema, &schedule, &config, step, &opts.device)?;
+        }
+    }
+    let this_run = started.elapsed().as_secs_f64();
+    seconds += this_run;
+    if interrupted {
+        save(step, &model, &ema, &adam, &batcher, &rng, loss_ema, seconds)?;
+    }
+    pb.finish_and_clear();
+    let done = losses.len();
+    Ok(TrainReport {
+        step,
+        loss: loss_ema,
+        losses,
+        steps_per_second: if this_run > 0.0 {
+            done as f64 / this_run
+        } else {
+            0.0
+        },
+        interrupted,
+    })
+}
+
+/// A 4×4 grid of EMA samples (DDIM, 50 steps, fixed seed) as `RUN/samples/step_NNNNNNN.png`.
+pub fn write_samples(
+    run: &Path,
+    ema: &UNet,
+    schedule: &Schedule,
+    config: &TrainConfig,
+    step: u64,
+    device: &Device,
+) -> Result<(), String> {
+    let m = &config.model;
+    let sc = SamplerConfig::new()
+        .with_kind(SamplerKind::Ddim)
+        .with_steps(50.min(schedule.timesteps()))
+        .with_seed(1)
+        .with_count(16);
+    let sampler = Sampler::new(
+        schedule,
+        &sc,
+        [m.image_channels, m.image_size, m.image_size],
+        m.num_classes,
+        device,
+    )
+    .map_err(|e| e.to_string())?;
+    let x = sampler.run(ema);
+    let shape = x.dims();
+    let values = x
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .map_err(|e| format!("{e:?}"))?;
+    let path = run.join("samples").join(format!("step_{step:07}.png"));
+    crate::cli::output::write_grid(
+        &path,
+        Batch {
+            data: &values,
+            shape,
+        },
+    )
+}
+
+/// Turn a run's checkpoint into a weights file for the page (EMA weights).
+pub fn export(run: &Path, out: &Path, dtype: StorageDtype) -> Result<ModelManifest, String> {
+    let files = checkpoint::load(run)?;
+    let loaded = weights::load_from_bytes(&files.ema, &Device::flex())
+        .map_err(|e| format!("checkpoint EMA: {e}"))?;
+    let mut manifest = loaded.manifest.clone();
+    manifest.training = manifest
+        .training
+        .clone()
+        .with_steps(files.state.step)
+        .with_ema_decay(Some(files.state.config.ema_decay))
+        .with_device(files.state.device.clone())
+        .with_seconds(Some(files.state.seconds))
+        .with_date(checkpoint::now_iso8601());
+    let bytes =
+        weights::save_to_bytes(&loaded.unet, &manifest, dtype).map_err(|e| e.to_string())?;
+    weights::write_atomic(out, &bytes).map_err(|e| e.to_string())?;
+    Ok(manifest)
+}
