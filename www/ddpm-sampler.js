@@ -40,6 +40,7 @@ progress { width: 100%; height: 8px; accent-color: #6ea8fe; }
 .backend.cpu { color: #f3c969; }
 .error { color: #ff8b8b; font-size: 13px; }
 .buttons { display: flex; gap: 8px; }
+.buttons[hidden] { display: none; }
 button { font: inherit; padding: 4px 14px; border-radius: 6px; border: 1px solid #3a3f4b; background: #262a33; color: inherit; cursor: pointer; }
 button:disabled { opacity: .45; cursor: default; }
 `;
@@ -309,7 +310,8 @@ export class DdpmSampler extends HTMLElement {
   }
 
   _scale(width) {
-    const px = Math.max(1, Math.floor(Math.min(360, Math.max(width, 180)) / width));
+    // Integer upscaling to about 300 px (pixelated), never below 1×.
+    const px = Math.max(1, Math.round(300 / width));
     for (const c of [this.$('.xt'), this.$('.x0')]) c.style.width = `${width * px}px`;
   }
 

@@ -100,6 +100,15 @@ self.onmessage = async (event) => {
       engine = new Engine();
       const info = await engine.initBackend(msg.backend || 'auto');
       backendKind = info.kind;
+      if (info.kind === 'webgpu' && info.adapter === 'WebGPU adapter') {
+        // Browsers hide the adapter name from wgpu; ask WebGPU for what it does tell.
+        try {
+          const a = await navigator.gpu.requestAdapter({ powerPreference: 'high-performance' });
+          const i = a && a.info;
+          const name = i && [i.vendor, i.architecture, i.description].filter(Boolean).join(' ');
+          if (name) info.adapter = name + (a.isFallbackAdapter || (i && i.isFallbackAdapter) ? ' (software fallback adapter)' : '');
+        } catch (_) { /* keep the generic name */ }
+      }
       post({ type: 'backend', info });
     } else if (msg.type === 'load') {
       await load(msg.url);

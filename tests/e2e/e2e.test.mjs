@@ -1,0 +1,259 @@
+// Browser end-to-end tests: headless Chromium (system package) driven by playwright-core,
+// against the trunk-built site in dist/, served on 127.0.0.1.
+//
+//   node --test tests/e2e/    (scripts/test.sh builds dist/ and the native binary first)
+//
+// Env: DDPM_BIN (native ddpm binary), CHROMIUM (browser path), DIST (site folder).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import { readFile, mkdir, writeFile, stat } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import os from 'node:os';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const DIST = process.env.DIST || path.join(ROOT, 'dist');
+const ART = path.join(ROOT, 'tests/e2e/artifacts');
+const DDPM = process.env.DDPM_BIN || path.join(os.homedir(), '.cache/ddpm-web/target/release/ddpm');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const require = createRequire(path.join(process.env.DDPM_CACHE || path.join(os.homedir(), '.cache/ddpm-web'), 'package.json'));
+const { chromium } = require('playwright-core');
+
+const WEIGHTS = 'weights/test-tiny.safetensors';
+const MIME = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css', '.json': 'application/json', '.png': 'image/png' };
+const EXTRA = {
+  '/weights/corrupt.safetensors': Buffer.from('this is not a weights file at all'),
+  '/test-widget.html': (q) => `<!doctype html><meta charset="utf-8"><script type="module" src="ddpm-sampler.js"></script>
+    <ddpm-sampler id="w" src="${q.get('src') || WEIGHTS}" backend="${q.get('backend') || 'auto'}"></ddpm-sampler>`,
+};
+
+let server, base;
+const figures = {};
+
+before(async () => {
+  await mkdir(ART, { recursive: true });
+  await stat(path.join(DIST, 'ddpm-web_bg.wasm')); // dist/ must be built
+  server = createServer(async (req, res) => {
+    const url = new URL(req.url, 'http://x');
+    const extra = EXTRA[url.pathname];
+    if (extra) {
+      const body = typeof extra === 'function' ? extra(url.searchParams) : extra;
+      res.writeHead(200, { 'content-type': url.pathname.endsWith('.html') ? 'text/html' : 'application/octet-stream' });
+      return res.end(body);
+    }
+    const file = path.join(DIST, path.normalize(decodeURIComponent(url.pathname === '/' ? '/index.html' : url.pathname)));
+    if (!file.startsWith(DIST)) { res.writeHead(403); return res.end(); }
+    try {
+      const body = await readFile(file);
+      res.writeHead(200, { 'content-type': MIME[path.extname(file)] || 'application/octet-stream', 'content-length': body.length });
+      res.end(body);
+    } catch {
+      res.writeHead(404); res.end('not found');
+    }
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  base = `http://127.0.0.1:${server.address().port}`;
+});
+
+after(async () => {
+  server?.close();
+  console.log('# figures ' + JSON.stringify(figures));
+  await writeFile(path.join(ART, 'figures.json'), JSON.stringify(figures, null, 2));
+});
+
+async function launch(webgpu) {
+  const args = ['--headless=new', '--no-sandbox', '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync', '--disable-quic', '--disable-dev-shm-usage'];
+  if (webgpu) args.push('--enable-unsafe-webgpu', '--enable-features=Vulkan', '--use-angle=swiftshader');
+  return chromium.launch({ executablePath: CHROMIUM, args, timeout: 60_000 });
+}
+
+// Native reference: the CLI's grid for the same weights and options, decoded in the page.
+function nativeGrid(args, name) {
+  const out = path.join(ART, name);
+  execFileSync(DDPM, ['sample', '--weights', path.join(ROOT, WEIGHTS), ...args, '--quiet', '--out', out]);
+  return out;
+}
+
+async function decodePng(page, file) {
+  const b64 = (await readFile(file)).toString('base64');
+  return page.evaluate(async (b64) => {
+    const blob = await (await fetch(`data:image/png;base64,${b64}`)).blob();
+    const bmp = await createImageBitmap(blob);
+    const c = new OffscreenCanvas(bmp.width, bmp.height);
+    const ctx = c.getContext('2d');
+    ctx.drawImage(bmp, 0, 0);
+    return { width: bmp.width, height: bmp.height, data: Array.from(ctx.getImageData(0, 0, bmp.width, bmp.height).data) };
+  }, b64);
+}
+
+// Pixels of the widget's x_t canvas.
+async function canvasPixels(page, selector) {
+  return page.evaluate((selector) => {
+    const c = document.querySelector(selector).shadowRoot.querySelector('canvas.xt');
+    return { width: c.width, height: c.height, data: Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data) };
+  }, selector);
+}
+
+function maxDiff(a, b) {
+  assert.equal(a.width, b.width); assert.equal(a.height, b.height);
+  let m = 0;
+  for (let i = 0; i < a.data.length; i++) m = Math.max(m, Math.abs(a.data[i] - b.data[i]));
+  return m;
+}
+
+async function runOnPage(page, { sampler = 'ddim', steps = 5, seed = 7, count = 4, eta = 0 }) {
+  await page.selectOption('#sampler', sampler);
+  await page.fill('#steps', String(steps));
+  if (sampler === 'ddim') await page.fill('#eta', String(eta));
+  await page.fill('#seed', String(seed));
+  await page.selectOption('#count', String(count));
+  await page.evaluate(() => {
+    const el = document.getElementById('sampler-el');
+    window.__steps = [];
+    window.__done = new Promise((resolve, reject) => {
+      el.addEventListener('ddpm-done', (e) => resolve(e.detail), { once: true });
+      el.addEventListener('ddpm-error', (e) => reject(new Error(e.detail.message)), { once: true });
+    });
+    el.addEventListener('ddpm-step', (e) => window.__steps.push(e.detail));
+  });
+  await page.click('#generate');
+  const done = await page.evaluate(() => window.__done);
+  const steps_ = await page.evaluate(() => window.__steps);
+  const distinct = await page.evaluate(() => {
+    const el = document.getElementById('sampler-el');
+    const keys = el.frames.map((f) => { let h = 0; for (let i = 0; i < f.x.length; i += 7) h = (h * 31 + f.x[i]) | 0; return h; });
+    return new Set(keys).size;
+  });
+  return { done, steps: steps_, distinct };
+}
+
+async function openPage(browser, query = '') {
+  const page = await browser.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  const t0 = Date.now();
+  await page.goto(`${base}/index.html?model=test-tiny.safetensors${query}`);
+  await page.waitForFunction(() => document.getElementById('sampler-el')?.model, null, { timeout: 120_000 });
+  return { page, errors, t0 };
+}
+
+for (const webgpu of [true, false]) {
+  const label = webgpu ? 'WebGPU' : 'CPU fallback';
+  test(`${label}: Generate draws every step and matches the native CLI`, { timeout: 600_000 }, async () => {
+    const browser = await launch(webgpu);
+    try {
+      const { page, errors, t0 } = await openPage(browser);
+      const backend = await page.evaluate(() => document.getElementById('sampler-el').backend);
+      const backendText = await page.evaluate(() => document.getElementById('sampler-el').shadowRoot.querySelector('.backend').textContent);
+      if (webgpu) {
+        assert.equal(backend.kind, 'webgpu', `expected WebGPU, got ${JSON.stringify(backend)}`);
+        assert.match(backendText, /^WebGPU · /);
+      } else {
+        assert.equal(backend.kind, 'cpu');
+        assert.match(backendText, /CPU fallback · .*WebGPU/, 'the fallback note says why');
+      }
+      const firstFrame = Date.now();
+      const run = await runOnPage(page, { sampler: 'ddim', steps: 5, seed: 7, count: 4 });
+      assert.equal(run.steps.length, 5, 'ddpm-step fires once per step');
+      assert.deepEqual(run.steps.map((s) => s.step), [1, 2, 3, 4, 5]);
+      assert.deepEqual(run.steps.map((s) => s.t), [1000, 800, 600, 400, 200]);
+      assert.equal(run.distinct, 6, 'x_T and every x_t differ');
+      // Final pixels vs the native CLI (same weights, DDIM, seed).
+      const native = await decodePng(page, nativeGrid(['--sampler', 'ddim', '--steps', '5', '--seed', '7', '--count', '4'], `native-ddim-${webgpu ? 'gpu' : 'cpu'}.png`));
+      const diff = maxDiff(await canvasPixels(page, '#sampler-el'), native);
+      assert.ok(diff <= 2, `page vs native differ by ${diff}/255`);
+      // A longer DDPM run: measure the drift.
+      const ddpm = await runOnPage(page, { sampler: 'ddpm', steps: 50, seed: 11, count: 4 });
+      const nativeDdpm = await decodePng(page, nativeGrid(['--sampler', 'ddpm', '--steps', '50', '--seed', '11', '--count', '4'], `native-ddpm-${webgpu ? 'gpu' : 'cpu'}.png`));
+      const drift = maxDiff(await canvasPixels(page, '#sampler-el'), nativeDdpm);
+      figures[label] = {
+        backend: backend.adapter, ddimMaxDiff: diff, ddpm50MaxDiff: drift,
+        ddimStepsPerSecond: +run.done.stepsPerSecond.toFixed(2), ddpmStepsPerSecond: +ddpm.done.stepsPerSecond.toFixed(2),
+        loadToReadyMs: firstFrame - t0,
+      };
+      await page.screenshot({ path: path.join(ART, `page-${webgpu ? 'webgpu' : 'cpu'}.png`), fullPage: true });
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+    }
+  });
+}
+
+test('Stop ends a run within one step and a new Generate works', { timeout: 600_000 }, async () => {
+  const browser = await launch(false);
+  try {
+    const { page } = await openPage(browser);
+    const result = await page.evaluate(async () => {
+      const el = document.getElementById('sampler-el');
+      let seen = 0;
+      let stoppedAt = -1;
+      el.addEventListener('ddpm-step', (e) => {
+        seen = e.detail.step;
+        if (e.detail.step === 3 && stoppedAt < 0) { stoppedAt = 3; document.getElementById('stop').click(); }
+      });
+      const stopped = new Promise((r) => el.addEventListener('ddpm-stopped', (e) => r(e.detail), { once: true }));
+      document.getElementById('sampler').value = 'ddpm';
+      document.getElementById('steps').value = '1000';
+      document.getElementById('generate').click();
+      const t = performance.now();
+      await stopped;
+      const afterStop = seen;
+      const latency = performance.now() - t;
+      const again = await el.generate({ sampler: 'ddim', steps: 3, seed: 1, count: 4 });
+      return { stoppedAt, afterStop, again, latency };
+    });
+    assert.equal(result.stoppedAt, 3);
+    assert.ok(result.afterStop <= 4, `ran on to step ${result.afterStop}`);
+    assert.equal(result.again.steps, 3);
+    // The page stays responsive while sampling: the Stop button was clickable mid-run.
+  } finally {
+    await browser.close();
+  }
+});
+
+test('two widgets on embed.html run at once', { timeout: 600_000 }, async () => {
+  const browser = await launch(false);
+  try {
+    const page = await browser.newPage();
+    await page.goto(`${base}/embed.html`);
+    const res = await page.evaluate(async () => {
+      const [a, b] = ['a', 'b'].map((id) => document.getElementById(id));
+      const steps = { a: 0, b: 0 };
+      a.addEventListener('ddpm-step', () => steps.a++);
+      b.addEventListener('ddpm-step', () => steps.b++);
+      const [ra, rb] = await Promise.all([a.generate({ steps: 4 }), b.generate({ steps: 6 })]);
+      return { ra, rb, steps };
+    });
+    assert.equal(res.steps.a, 4);
+    assert.equal(res.steps.b, 6);
+    await page.screenshot({ path: path.join(ART, 'embed.png'), fullPage: true });
+  } finally {
+    await browser.close();
+  }
+});
+
+test('a corrupt weights URL shows a readable error and fires ddpm-error', { timeout: 300_000 }, async () => {
+  const browser = await launch(false);
+  try {
+    const page = await browser.newPage();
+    await page.goto(`${base}/test-widget.html?src=weights/corrupt.safetensors`);
+    const message = await page.evaluate(() => new Promise((resolve) => {
+      document.getElementById('w').addEventListener('ddpm-error', (e) => resolve(e.detail.message), { once: true });
+    }));
+    assert.match(message, /not a readable weights file/);
+    const shown = await page.evaluate(() => document.getElementById('w').shadowRoot.querySelector('.error').textContent);
+    assert.match(shown, /Not a readable weights file/);
+    // A missing file, too.
+    await page.goto(`${base}/test-widget.html?src=weights/missing.safetensors`);
+    const missing = await page.evaluate(() => new Promise((resolve) => {
+      document.getElementById('w').addEventListener('ddpm-error', (e) => resolve(e.detail.message), { once: true });
+    }));
+    assert.match(missing, /404/);
+  } finally {
+    await browser.close();
+  }
+});
