@@ -1,4 +1,5 @@
 //! The `ddpm` command end to end: init → info → sample (PNG, per-sample PNGs, GIF) and errors.
+#![cfg(not(target_arch = "wasm32"))]
 
 use std::path::Path;
 use std::process::{Command, Output};

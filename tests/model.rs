@@ -130,7 +130,7 @@ fn bad_configs_are_errors_not_panics() {
         UNetConfig::new().with_res_blocks(0),
     ];
     for cfg in bad {
-        let err = cfg.init(&device).err().expect("config must be rejected");
+        let err = cfg.init(&device).expect_err("config must be rejected");
         assert!(err.to_string().starts_with("invalid U-Net config"), "{err}");
     }
 }

@@ -1,4 +1,6 @@
-//! Samplers against hand calculations, an oracle model, and across backends.
+//! Samplers against hand calculations, an oracle model, and across backends (native only:
+//! the determinism check uses the ndarray backend).
+#![cfg(not(target_arch = "wasm32"))]
 
 mod common;
 

@@ -83,9 +83,7 @@ fn the_file_is_plain_safetensors() {
 }
 
 fn err_of(bytes: &[u8]) -> WeightsError {
-    load_from_bytes(bytes, &cpu())
-        .err()
-        .expect("loading must fail")
+    load_from_bytes(bytes, &cpu()).expect_err("loading must fail")
 }
 
 #[test]

@@ -210,6 +210,7 @@ export class DdpmSampler extends HTMLElement {
       this.$('.go').disabled = true;
       this.$('.stop').disabled = false;
       this._t0 = performance.now();
+      this.timings = { generateAt: this._t0, firstDrawAt: 0 };
       const result = await this._request({ type: 'generate', options }, 'done');
       const detail = { steps: result.steps, seconds: result.seconds, stepsPerSecond: result.stepsPerSecond, seed: options.seed, stopped: !!result.stopped };
       this._status(result.stopped
@@ -301,6 +302,7 @@ export class DdpmSampler extends HTMLElement {
   }
 
   _draw(f) {
+    if (this.timings && !this.timings.firstDrawAt) this.timings.firstDrawAt = performance.now();
     const put = (canvas, rgba) => {
       if (!rgba) return;
       canvas.getContext('2d').putImageData(new ImageData(new Uint8ClampedArray(rgba), f.width, f.height), 0, 0);

@@ -69,7 +69,7 @@ impl UNetConfig {
                 self.base_channels
             ));
         }
-        if self.base_channels % 2 != 0 {
+        if !self.base_channels.is_multiple_of(2) {
             return err(format!(
                 "base_channels must be even (sinusoidal embedding), got {}",
                 self.base_channels
@@ -85,7 +85,7 @@ impl UNetConfig {
             if m == 0 || m > 16 {
                 return err(format!("channel multipliers must be 1..=16, got {m}"));
             }
-            if (self.base_channels * m) % self.groups != 0 {
+            if !(self.base_channels * m).is_multiple_of(self.groups) {
                 return err(format!(
                     "{} channels (base {} × {m}) are not divisible into {} groups",
                     self.base_channels * m,
@@ -95,7 +95,8 @@ impl UNetConfig {
             }
         }
         let factor = 1usize << (self.channel_mults.len() - 1);
-        if self.image_size == 0 || self.image_size > 512 || self.image_size % factor != 0 {
+        if self.image_size == 0 || self.image_size > 512 || !self.image_size.is_multiple_of(factor)
+        {
             return err(format!(
                 "image_size {} must be in 1..=512 and divisible by {factor} ({} levels downsample {} times)",
                 self.image_size,

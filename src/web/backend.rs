@@ -81,7 +81,20 @@ pub async fn init(prefer: &str) -> Backend {
                 lost,
             }
         }
-        Err(e) => cpu(format!("WebGPU is unavailable ({e})")),
+        Err(e) => {
+            web_sys::console::warn_1(&format!("ddpm-web: WebGPU init failed: {e}").into());
+            cpu(fallback_reason(&e))
+        }
+    }
+}
+
+/// A sentence for the page; the full error goes to the console.
+fn fallback_reason(e: &burn::tensor::wgpu::WgpuInitError) -> String {
+    use burn::tensor::wgpu::WgpuInitError as E;
+    match e {
+        E::AdapterUnavailable { .. } => "WebGPU is on, but no GPU adapter is available".into(),
+        E::RequestDevice { message } => format!("the GPU refused to create a device ({message})"),
+        other => format!("WebGPU could not start ({other})"),
     }
 }
 
