@@ -135,6 +135,13 @@ impl UNetConfig {
                 .with_dropout(0.0),
             "tiny-classes" => Self::preset("tiny")?.with_num_classes(10),
             "mnist" | "fashion" => Self::new().with_num_classes(10),
+            // Small enough to train on a CPU in an hour (about 0.3M parameters).
+            "mnist-small" => Self::new()
+                .with_base_channels(16)
+                .with_res_blocks(1)
+                .with_groups(4)
+                .with_dropout(0.0)
+                .with_num_classes(10),
             "emoji" => Self::new()
                 .with_image_channels(3)
                 .with_image_size(32)
