@@ -1,0 +1,59 @@
+//! Sampling speed of the U-Net presets on the CPU (and the GPU when one is found), printed as
+//! steps/s. Run with `cargo bench`; it measures and prints, it asserts nothing.
+
+use std::time::Instant;
+
+use ddpm_web::burn::tensor::Device;
+use ddpm_web::sampler::{Sampler, SamplerConfig, SamplerKind};
+use ddpm_web::{Schedule, UNetConfig};
+
+fn bench(preset: &str, device: &Device, label: &str, count: usize, steps: usize) {
+    let Some(config) = UNetConfig::preset(preset) else {
+        return;
+    };
+    let Ok(unet) = config.init(device) else {
+        return;
+    };
+    let schedule = Schedule::linear_paper();
+    let sc = SamplerConfig::new()
+        .with_kind(SamplerKind::Ddim)
+        .with_steps(1000)
+        .with_count(count);
+    let shape = [config.image_channels, config.image_size, config.image_size];
+    let Ok(mut sampler) = Sampler::new(&schedule, &sc, shape, config.num_classes, device) else {
+        return;
+    };
+    for _ in 0..2 {
+        sampler.step(&unet);
+    }
+    let _ = device.sync();
+    let start = Instant::now();
+    for _ in 0..steps {
+        sampler.step(&unet);
+        let _ = device.sync();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{preset:<12} {label:<10} batch {count:>3}: {:>8.2} steps/s  {:>8.1} ms/step",
+        steps as f64 / secs,
+        secs * 1e3 / steps as f64
+    );
+}
+
+fn main() {
+    let cpu = Device::flex();
+    for preset in ["tiny", "mnist-small", "mnist", "emoji"] {
+        for count in [1, 16] {
+            bench(preset, &cpu, "cpu(flex)", count, 5);
+        }
+    }
+    if std::env::var("DDPM_BENCH_GPU").is_ok() {
+        if let Ok(gpu) = Device::wgpu_options().init() {
+            for preset in ["mnist-small", "mnist", "emoji"] {
+                for count in [1, 16, 64] {
+                    bench(preset, &gpu, "gpu(wgpu)", count, 20);
+                }
+            }
+        }
+    }
+}
