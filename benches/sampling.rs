@@ -47,12 +47,12 @@ fn main() {
             bench(preset, &cpu, "cpu(flex)", count, 5);
         }
     }
-    if std::env::var("DDPM_BENCH_GPU").is_ok() {
-        if let Ok(gpu) = Device::wgpu_options().init() {
-            for preset in ["mnist-small", "mnist", "emoji"] {
-                for count in [1, 16, 64] {
-                    bench(preset, &gpu, "gpu(wgpu)", count, 20);
-                }
+    if std::env::var("DDPM_BENCH_GPU").is_ok()
+        && let Ok(gpu) = Device::wgpu_options().init()
+    {
+        for preset in ["mnist-small", "mnist", "emoji"] {
+            for count in [1, 16, 64] {
+                bench(preset, &gpu, "gpu(wgpu)", count, 20);
             }
         }
     }
