@@ -263,3 +263,36 @@ test('a corrupt weights URL shows a readable error and fires ddpm-error', { time
     await browser.close();
   }
 });
+
+// The shipped MNIST model draws digits live on both backends: the final samples are clean
+// strokes on a dark background (pixels near 0 or 255), not noise.
+for (const webgpu of [true, false]) {
+  const label = webgpu ? 'WebGPU' : 'CPU fallback';
+  test(`${label}: the MNIST model generates digits`, { timeout: 600_000 }, async () => {
+    const browser = await launch(webgpu);
+    try {
+      const page = await browser.newPage();
+      await page.goto(`${base}/index.html?model=mnist-small.safetensors`);
+      await page.waitForFunction(() => document.getElementById('sampler-el')?.model, null, { timeout: 120_000 });
+      const run = await runOnPage(page, { sampler: 'ddim', steps: webgpu ? 10 : 25, seed: 3, count: 4 });
+      assert.equal(run.steps.length, webgpu ? 10 : 25);
+      const px = await canvasPixels(page, '#sampler-el');
+      let extreme = 0, ink = 0, n = 0;
+      for (let tile = 0; tile < 4; tile++) {
+        const x0 = 2 + (tile % 2) * 30, y0 = 2 + Math.floor(tile / 2) * 30;
+        for (let y = 0; y < 28; y++) for (let x = 0; x < 28; x++) {
+          const v = px.data[((y0 + y) * px.width + x0 + x) * 4];
+          n++;
+          if (v < 40 || v > 215) extreme++;
+          if (v > 127) ink++;
+        }
+      }
+      figures[`${label} MNIST`] = { cleanPixelFraction: +(extreme / n).toFixed(3), inkFraction: +(ink / n).toFixed(3), stepsPerSecond: +run.done.stepsPerSecond.toFixed(2) };
+      await page.screenshot({ path: path.join(ART, `page-mnist-${webgpu ? 'webgpu' : 'cpu'}.png`), fullPage: true });
+      assert.ok(extreme / n > 0.8, `only ${(100 * extreme / n).toFixed(0)}% clean pixels: noise, not digits`);
+      assert.ok(ink / n > 0.04 && ink / n < 0.4, `ink fraction ${(ink / n).toFixed(2)} is not digit-like`);
+    } finally {
+      await browser.close();
+    }
+  });
+}
