@@ -184,3 +184,68 @@ fn data_loaders_read_the_shared_datasets_or_explain() {
             .contains("unknown dataset")
     );
 }
+
+#[test]
+fn discretized_decoder_is_a_distribution_over_256_levels() {
+    use ddpm_web::train::eval::discretized_gaussian_log_likelihood as ll;
+    for &(mean, log_scale) in &[(0.0, -3.0), (0.3, -5.0), (-0.9, -1.0), (0.999, -6.0)] {
+        let total: f64 = (0..256)
+            .map(|k| ll(k as f64 / 127.5 - 1.0, mean, log_scale).exp())
+            .sum();
+        assert!(
+            (total - 1.0).abs() < 1e-6,
+            "mean {mean}: probabilities sum to {total}"
+        );
+    }
+    // A sharp decoder centred on the pixel puts almost all mass on it.
+    assert!(ll(0.2, 0.2, -9.0).exp() > 0.99);
+}
+
+#[test]
+fn elbo_of_a_tiny_model_decomposes_and_the_stride_estimate_agrees() {
+    use ddpm_web::sampler::Variance;
+    use ddpm_web::train::eval::{ElboOptions, elbo};
+    let device = Device::flex();
+    device.seed(1);
+    let unet = UNetConfig::preset("tiny").unwrap().init(&device).unwrap();
+    let schedule = ddpm_web::Schedule::linear_paper();
+    let ds = synthetic(4, 28, 9);
+    let opts = |stride| ElboOptions {
+        batch: 4,
+        stride,
+        variance: Variance::FixedLarge,
+        seed: 5,
+    };
+    let exact = elbo(
+        &unet,
+        &schedule,
+        &ds.images,
+        ds.shape,
+        opts(1),
+        &device,
+        |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(exact.images, 4);
+    assert!(exact.bits_per_dim.is_finite() && exact.bits_per_dim > 0.0);
+    assert!((exact.prior + exact.diffusion + exact.decoder - exact.bits_per_dim).abs() < 1e-9);
+    // L_T for pixels of ±1: ½ ᾱ_T x² / ln 2 per dimension (tiny).
+    assert!(exact.prior > 0.0 && exact.prior < 3e-5, "{}", exact.prior);
+    let strided = elbo(
+        &unet,
+        &schedule,
+        &ds.images,
+        ds.shape,
+        opts(10),
+        &device,
+        |_, _| {},
+    )
+    .unwrap();
+    let rel = (strided.diffusion - exact.diffusion).abs() / exact.diffusion;
+    assert!(
+        rel < 0.25,
+        "stride-10 estimate {} vs exact {}",
+        strided.diffusion,
+        exact.diffusion
+    );
+}

@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod eval;
 pub mod optim;
 pub mod trainer;
 

@@ -127,6 +127,29 @@ enum Command {
         #[arg(long)]
         f32: bool,
     },
+    /// Evaluate a model: the variational bound (bits/dim) on test images, as JSON.
+    #[cfg(feature = "train")]
+    Eval {
+        #[arg(long)]
+        weights: PathBuf,
+        /// Folder with the datasets.
+        #[arg(long, default_value = "../shared/data")]
+        data: PathBuf,
+        /// Number of test images.
+        #[arg(long, default_value_t = 1000)]
+        n: usize,
+        /// Evaluate every k-th timestep of the bound (1 = exact sum over all T).
+        #[arg(long, default_value_t = 1)]
+        elbo_stride: usize,
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        #[arg(long, value_enum, default_value = "fixed-large")]
+        variance: VarianceArg,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Measure sampling speed (steps/s) of a model on a device.
     Bench {
         /// Weights file; or use --preset for a randomly initialised model.
@@ -228,6 +251,26 @@ fn main_inner() -> Result<(), String> {
             );
             Ok(())
         }
+        #[cfg(feature = "train")]
+        Command::Eval {
+            weights,
+            data,
+            n,
+            elbo_stride,
+            batch,
+            variance,
+            device,
+            quiet,
+        } => eval(
+            &weights,
+            &data,
+            n,
+            elbo_stride,
+            batch,
+            variance,
+            &device,
+            quiet,
+        ),
         Command::Bench {
             weights,
             preset,
@@ -643,5 +686,57 @@ fn train(args: TrainArgs) -> Result<(), String> {
             ""
         }
     );
+    Ok(())
+}
+
+#[cfg(feature = "train")]
+#[allow(clippy::too_many_arguments)]
+fn eval(
+    path: &PathBuf,
+    data: &std::path::Path,
+    n: usize,
+    stride: usize,
+    batch: usize,
+    variance: VarianceArg,
+    device_name: &str,
+    quiet: bool,
+) -> Result<(), String> {
+    use ddpm_web::train::data::{Split, load};
+    use ddpm_web::train::eval::{ElboOptions, elbo};
+    let (device, label) = pick_device(device_name)?;
+    let model = weights::load_from_path(path, &device).map_err(|e| e.to_string())?;
+    let mut test = load(&model.manifest.dataset, data, Split::Test)?;
+    test.truncate(n);
+    let pb = progress::bar(1, "ELBO", quiet);
+    let start = Instant::now();
+    let result = elbo(
+        &model.unet,
+        &model.schedule,
+        &test.images,
+        test.shape,
+        ElboOptions {
+            batch,
+            stride,
+            variance: match variance {
+                VarianceArg::FixedSmall => Variance::FixedSmall,
+                VarianceArg::FixedLarge => Variance::FixedLarge,
+            },
+            seed: 0,
+        },
+        &device,
+        |done, total| {
+            pb.set_length(total as u64);
+            pb.set_position(done as u64);
+        },
+    )?;
+    pb.finish_and_clear();
+    let out = serde_json::json!({
+        "weights": path.display().to_string(),
+        "dataset": model.manifest.dataset,
+        "device": label,
+        "seconds": start.elapsed().as_secs_f64(),
+        "elbo": result,
+    });
+    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     Ok(())
 }
