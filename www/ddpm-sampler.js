@@ -237,6 +237,7 @@ export class DdpmSampler extends HTMLElement {
     const p = this._pending;
     switch (msg.type) {
       case 'load-progress': {
+        this.weightsFromCache = !!msg.cached;
         const pct = msg.total ? ` ${Math.round((100 * msg.loaded) / msg.total)}%` : '';
         this._status(msg.cached ? 'weights from cache' : `downloading weights…${pct} (${(msg.loaded / 1e6).toFixed(1)} MB)`);
         const bar = this.$('progress');

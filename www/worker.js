@@ -20,17 +20,28 @@ const yieldToEvents = () => new Promise((resolve) => { waiters.push(resolve); ch
 
 const CACHE = 'ddpm-web-weights-v1';
 
+// The validators of a response: a cached copy is reused only while the server still
+// reports the same ones (so retrained weights at the same URL are picked up).
+const validators = (headers) => ['etag', 'last-modified', 'content-length'].map((h) => headers.get(h) || '').join('|');
+
 async function fetchWeights(url) {
   const abs = new URL(url, self.location.href).href;
   let cache = null;
   try { cache = await caches.open(CACHE); } catch (_) { /* Cache API unavailable: no caching */ }
   const hit = cache && await cache.match(abs);
   if (hit) {
-    const bytes = new Uint8Array(await hit.arrayBuffer());
-    post({ type: 'load-progress', loaded: bytes.length, total: bytes.length, cached: true });
-    return bytes;
+    let fresh = true;
+    try {
+      const head = await fetch(abs, { method: 'HEAD', cache: 'no-store' });
+      if (head.ok) fresh = validators(head.headers) === hit.headers.get('x-ddpm-validators');
+    } catch (_) { /* offline: the cached copy will do */ }
+    if (fresh) {
+      const bytes = new Uint8Array(await hit.arrayBuffer());
+      post({ type: 'load-progress', loaded: bytes.length, total: bytes.length, cached: true });
+      return bytes;
+    }
   }
-  const res = await fetch(abs);
+  const res = await fetch(abs, { cache: 'no-store' });
   if (!res.ok) throw new Error(`could not download the weights (${res.status} ${res.statusText}) from ${url}`);
   const total = Number(res.headers.get('content-length')) || 0;
   const reader = res.body.getReader();
@@ -46,7 +57,7 @@ async function fetchWeights(url) {
   const bytes = new Uint8Array(loaded);
   let offset = 0;
   for (const c of chunks) { bytes.set(c, offset); offset += c.length; }
-  return { bytes, cache, abs };
+  return { bytes, cache, abs, validators: validators(res.headers) };
 }
 
 async function load(url) {
@@ -55,7 +66,9 @@ async function load(url) {
   const info = JSON.parse(engine.loadWeights(bytes)); // throws a readable Error on bad files
   // Cache only files that loaded, so a corrupt download is not kept.
   if (!(got instanceof Uint8Array) && got.cache) {
-    try { await got.cache.put(got.abs, new Response(bytes)); } catch (_) { /* quota: fine */ }
+    try {
+      await got.cache.put(got.abs, new Response(bytes, { headers: { 'x-ddpm-validators': got.validators } }));
+    } catch (_) { /* quota: fine */ }
   }
   post({ type: 'model', info });
 }

@@ -177,6 +177,11 @@ for (const webgpu of [true, false]) {
       };
       await page.screenshot({ path: path.join(ART, `page-${webgpu ? 'webgpu' : 'cpu'}.png`), fullPage: true });
       assert.deepEqual(errors, []);
+      // A second visit takes the weights from the Cache API instead of downloading them.
+      assert.equal(await page.evaluate(() => document.getElementById('sampler-el').weightsFromCache), false);
+      await page.reload();
+      await page.waitForFunction(() => document.getElementById('sampler-el')?.model, null, { timeout: 120_000 });
+      assert.equal(await page.evaluate(() => document.getElementById('sampler-el').weightsFromCache), true);
     } finally {
       await browser.close();
     }
