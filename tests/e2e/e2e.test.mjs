@@ -170,8 +170,15 @@ for (const webgpu of [true, false]) {
       const ddpm = await runOnPage(page, { sampler: 'ddpm', steps: 50, seed: 11, count: 4 });
       const nativeDdpm = await decodePng(page, nativeGrid(['--sampler', 'ddpm', '--steps', '50', '--seed', '11', '--count', '4'], `native-ddpm-${webgpu ? 'gpu' : 'cpu'}.png`));
       const drift = maxDiff(await canvasPixels(page, '#sampler-el'), nativeDdpm);
+      // The full 1000-step DDPM run on the CPU fallback (SwiftShader would take too long).
+      let drift1000 = null;
+      if (!webgpu) {
+        await runOnPage(page, { sampler: 'ddpm', steps: 1000, seed: 5, count: 4 });
+        const native1000 = await decodePng(page, nativeGrid(['--sampler', 'ddpm', '--steps', '1000', '--seed', '5', '--count', '4'], 'native-ddpm1000-cpu.png'));
+        drift1000 = maxDiff(await canvasPixels(page, '#sampler-el'), native1000);
+      }
       figures[label] = {
-        backend: backend.adapter, ddimMaxDiff: diff, ddpm50MaxDiff: drift,
+        backend: backend.adapter, ddimMaxDiff: diff, ddpm50MaxDiff: drift, ddpm1000MaxDiff: drift1000,
         ddimStepsPerSecond: +run.done.stepsPerSecond.toFixed(2), ddpmStepsPerSecond: +ddpm.done.stepsPerSecond.toFixed(2),
         pageLoadToFirstDrawnXtMs: Math.round(firstDrawMs),
       };
