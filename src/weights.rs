@@ -371,23 +371,17 @@ fn to_f32(name: &str, view: &TensorView<'_>) -> Result<Vec<f32>, WeightsError> {
     Ok(values)
 }
 
-/// Load a model from weights-file bytes onto `device` (f32 parameters).
-pub fn load_from_bytes(bytes: &[u8], device: &Device) -> Result<LoadedModel, WeightsError> {
-    let (st, manifest) = parse(bytes)?;
-    let schedule =
-        Schedule::new(&manifest.schedule).map_err(|e| WeightsError::Manifest(e.to_string()))?;
-    let unet = manifest
-        .model
-        .init(device)
-        .map_err(|e| WeightsError::Manifest(e.to_string()))?;
-
-    let expected: BTreeMap<String, Vec<usize>> = parameter_shapes(&unet).into_iter().collect();
+/// Replace every float parameter of `module` with the tensor of the same path in `st`,
+/// checking that no tensor is missing, extra, misshapen or non-finite.
+pub fn load_tensors_into<M: Module>(
+    module: M,
+    st: &SafeTensors<'_>,
+    device: &Device,
+) -> Result<M, WeightsError> {
+    let expected: BTreeMap<String, Vec<usize>> = parameter_shapes(&module).into_iter().collect();
     let in_file: BTreeMap<String, TensorView<'_>> = st.tensors().into_iter().collect();
     if let Some(name) = expected.keys().find(|n| !in_file.contains_key(*n)) {
-        let missing = expected
-            .keys()
-            .filter(|n| !in_file.contains_key(*n))
-            .count();
+        let missing = expected.keys().filter(|n| !in_file.contains_key(*n)).count();
         return Err(WeightsError::Mismatch(format!(
             "tensor {name} is missing ({missing} of {} missing)",
             expected.len()
@@ -409,11 +403,24 @@ pub fn load_from_bytes(bytes: &[u8], device: &Device) -> Result<LoadedModel, Wei
         }
         tensors.insert(name.clone(), (to_f32(name, view)?, shape.clone()));
     }
-    let unet = unet.map(&mut Loader {
+    Ok(module.map(&mut Loader {
         path: Vec::new(),
         tensors,
         device: device.clone(),
-    });
+    }))
+}
+
+/// Load a model from weights-file bytes onto `device` (f32 parameters).
+pub fn load_from_bytes(bytes: &[u8], device: &Device) -> Result<LoadedModel, WeightsError> {
+    let (st, manifest) = parse(bytes)?;
+    let schedule =
+        Schedule::new(&manifest.schedule).map_err(|e| WeightsError::Manifest(e.to_string()))?;
+    let unet = manifest
+        .model
+        .init(device)
+        .map_err(|e| WeightsError::Manifest(e.to_string()))?;
+
+    let unet = load_tensors_into(unet, &st, device)?;
     Ok(LoadedModel {
         manifest,
         schedule,

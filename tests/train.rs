@@ -249,3 +249,50 @@ fn elbo_of_a_tiny_model_decomposes_and_the_stride_estimate_agrees() {
         exact.diffusion
     );
 }
+
+#[test]
+fn frechet_distance_matches_the_closed_form_for_diagonal_covariances() {
+    use ddpm_web::train::classifier::{frechet_distance, symmetric_eigen};
+    // Four points (±a, 0), (0, ±b) around m: mean m, covariance diag(2a²/3, 2b²/3) exactly.
+    let set = |m: [f64; 2], a: f64, b: f64| -> Vec<Vec<f64>> {
+        vec![vec![m[0] + a, m[1]], vec![m[0] - a, m[1]], vec![m[0], m[1] + b], vec![m[0], m[1] - b]]
+    };
+    let (x, y) = (set([0.0, 0.0], 1.0, 2.0), set([1.0, -2.0], 3.0, 0.5));
+    let sd = |v: f64| (2.0 * v * v / 3.0).sqrt();
+    let expected = 1.0 + 4.0 + (sd(1.0) - sd(3.0)).powi(2) + (sd(2.0) - sd(0.5)).powi(2);
+    assert!((frechet_distance(&x, &y) - expected).abs() < 1e-9);
+    assert!(frechet_distance(&x, &x).abs() < 1e-9);
+    // Eigen-decomposition: A v = λ v.
+    let a = vec![vec![4.0, 1.0, 0.5], vec![1.0, 3.0, -0.2], vec![0.5, -0.2, 1.0]];
+    let (l, v) = symmetric_eigen(a.clone());
+    for k in 0..3 {
+        for i in 0..3 {
+            let av: f64 = (0..3).map(|j| a[i][j] * v[j][k]).sum();
+            assert!((av - l[k] * v[i][k]).abs() < 1e-9);
+        }
+    }
+}
+
+#[test]
+fn classifier_learns_the_synthetic_shapes_and_round_trips() {
+    use ddpm_web::train::classifier::{ClassifierConfig, load, probe, save, train_classifier};
+    let device = Device::flex();
+    let data = synthetic(64, 28, 1);
+    let config = ClassifierConfig::new(1, 28, 4);
+    let (model, loss) = train_classifier(&data, &config, 60, 16, 2, &device, |_, _| {}).unwrap();
+    assert!(loss < 0.5, "final loss {loss}");
+    let test = synthetic(40, 28, 7);
+    let (probs, feats) = probe(&model, &test.images, test.shape, &device).unwrap();
+    let correct = probs
+        .iter()
+        .zip(&test.labels)
+        .filter(|&(p, &y)| p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i) == Some(y as usize))
+        .count();
+    assert!(correct >= 36, "{correct}/40 correct");
+    assert_eq!(feats[0].len(), 128);
+    let bytes = save(&model, &config, "synthetic").unwrap();
+    let (again, config2, name) = load(&bytes, &device).unwrap();
+    assert_eq!((config2, name.as_str()), (config, "synthetic"));
+    let (probs2, _) = probe(&again, &test.images, test.shape, &device).unwrap();
+    assert!((probs[0][0] - probs2[0][0]).abs() < 1e-2, "f16 storage changes little");
+}

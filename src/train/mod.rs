@@ -2,6 +2,7 @@
 //! global-norm clipping and EMA, atomic checkpoints with exact resume, and export.
 
 pub mod checkpoint;
+pub mod classifier;
 pub mod config;
 pub mod data;
 pub mod eval;
