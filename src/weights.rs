@@ -381,7 +381,10 @@ pub fn load_tensors_into<M: Module>(
     let expected: BTreeMap<String, Vec<usize>> = parameter_shapes(&module).into_iter().collect();
     let in_file: BTreeMap<String, TensorView<'_>> = st.tensors().into_iter().collect();
     if let Some(name) = expected.keys().find(|n| !in_file.contains_key(*n)) {
-        let missing = expected.keys().filter(|n| !in_file.contains_key(*n)).count();
+        let missing = expected
+            .keys()
+            .filter(|n| !in_file.contains_key(*n))
+            .count();
         return Err(WeightsError::Mismatch(format!(
             "tensor {name} is missing ({missing} of {} missing)",
             expected.len()

@@ -255,7 +255,12 @@ fn frechet_distance_matches_the_closed_form_for_diagonal_covariances() {
     use ddpm_web::train::classifier::{frechet_distance, symmetric_eigen};
     // Four points (±a, 0), (0, ±b) around m: mean m, covariance diag(2a²/3, 2b²/3) exactly.
     let set = |m: [f64; 2], a: f64, b: f64| -> Vec<Vec<f64>> {
-        vec![vec![m[0] + a, m[1]], vec![m[0] - a, m[1]], vec![m[0], m[1] + b], vec![m[0], m[1] - b]]
+        vec![
+            vec![m[0] + a, m[1]],
+            vec![m[0] - a, m[1]],
+            vec![m[0], m[1] + b],
+            vec![m[0], m[1] - b],
+        ]
     };
     let (x, y) = (set([0.0, 0.0], 1.0, 2.0), set([1.0, -2.0], 3.0, 0.5));
     let sd = |v: f64| (2.0 * v * v / 3.0).sqrt();
@@ -263,7 +268,11 @@ fn frechet_distance_matches_the_closed_form_for_diagonal_covariances() {
     assert!((frechet_distance(&x, &y) - expected).abs() < 1e-9);
     assert!(frechet_distance(&x, &x).abs() < 1e-9);
     // Eigen-decomposition: A v = λ v.
-    let a = vec![vec![4.0, 1.0, 0.5], vec![1.0, 3.0, -0.2], vec![0.5, -0.2, 1.0]];
+    let a = vec![
+        vec![4.0, 1.0, 0.5],
+        vec![1.0, 3.0, -0.2],
+        vec![0.5, -0.2, 1.0],
+    ];
     let (l, v) = symmetric_eigen(a.clone());
     for k in 0..3 {
         for i in 0..3 {
@@ -286,7 +295,13 @@ fn classifier_learns_the_synthetic_shapes_and_round_trips() {
     let correct = probs
         .iter()
         .zip(&test.labels)
-        .filter(|&(p, &y)| p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i) == Some(y as usize))
+        .filter(|&(p, &y)| {
+            p.iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(i, _)| i)
+                == Some(y as usize)
+        })
         .count();
     assert!(correct >= 36, "{correct}/40 correct");
     assert_eq!(feats[0].len(), 128);
@@ -294,5 +309,8 @@ fn classifier_learns_the_synthetic_shapes_and_round_trips() {
     let (again, config2, name) = load(&bytes, &device).unwrap();
     assert_eq!((config2, name.as_str()), (config, "synthetic"));
     let (probs2, _) = probe(&again, &test.images, test.shape, &device).unwrap();
-    assert!((probs[0][0] - probs2[0][0]).abs() < 1e-2, "f16 storage changes little");
+    assert!(
+        (probs[0][0] - probs2[0][0]).abs() < 1e-2,
+        "f16 storage changes little"
+    );
 }

@@ -42,7 +42,10 @@ pub struct Classifier {
 
 fn pool2(x: Tensor<4>) -> Tensor<4> {
     let [b, c, h, w] = x.dims();
-    x.reshape([b, c, h / 2, 2, w / 2, 2]).mean_dim(5).mean_dim(3).reshape([b, c, h / 2, w / 2])
+    x.reshape([b, c, h / 2, 2, w / 2, 2])
+        .mean_dim(5)
+        .mean_dim(3)
+        .reshape([b, c, h / 2, w / 2])
 }
 
 impl ClassifierConfig {
@@ -106,7 +109,10 @@ pub fn train_classifier(
         }
         let x = Tensor::<4>::from_data(TensorData::new(x, [batch, c, h, w]), &ad);
         let onehot = Tensor::<2>::from_data(TensorData::new(onehot, [batch, config.classes]), &ad);
-        let loss = (log_softmax(model.forward(x), 1) * onehot).sum().neg().div_scalar(batch as f64);
+        let loss = (log_softmax(model.forward(x), 1) * onehot)
+            .sum()
+            .neg()
+            .div_scalar(batch as f64);
         let grads = loss.backward();
         last = loss.into_scalar::<f32>() as f64;
         let mut grads = GradientsParams::from_grads(grads, &model);
@@ -115,7 +121,13 @@ pub fn train_classifier(
             model,
             &mut grads,
             &mut adam,
-            AdamStep { lr, grad_scale: 1.0, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+            AdamStep {
+                lr,
+                grad_scale: 1.0,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+            },
         );
         progress(step + 1, last);
     }
@@ -123,12 +135,20 @@ pub fn train_classifier(
 }
 
 /// Save as safetensors with `format = "ddpm-web-classifier"` and the config as metadata.
-pub fn save(model: &Classifier, config: &ClassifierConfig, dataset: &str) -> Result<Vec<u8>, String> {
+pub fn save(
+    model: &Classifier,
+    config: &ClassifierConfig,
+    dataset: &str,
+) -> Result<Vec<u8>, String> {
     use safetensors::tensor::{Dtype, TensorView};
     let values = weights::parameter_values(model);
     let bytes: Vec<Vec<u8>> = values
         .iter()
-        .map(|(_, _, v)| v.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect())
+        .map(|(_, _, v)| {
+            v.iter()
+                .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+                .collect()
+        })
         .collect();
     let views = values
         .iter()
@@ -138,7 +158,10 @@ pub fn save(model: &Classifier, config: &ClassifierConfig, dataset: &str) -> Res
         .map_err(|e| e.to_string())?;
     let meta: HashMap<String, String> = [
         ("format".to_string(), "ddpm-web-classifier".to_string()),
-        ("config".to_string(), serde_json::to_string(config).map_err(|e| e.to_string())?),
+        (
+            "config".to_string(),
+            serde_json::to_string(config).map_err(|e| e.to_string())?,
+        ),
         ("dataset".to_string(), dataset.to_string()),
     ]
     .into_iter()
@@ -147,37 +170,61 @@ pub fn save(model: &Classifier, config: &ClassifierConfig, dataset: &str) -> Res
 }
 
 /// Load a classifier saved by [`save`]: (model, config, dataset name).
-pub fn load(bytes: &[u8], device: &Device) -> Result<(Classifier, ClassifierConfig, String), WeightsError> {
+pub fn load(
+    bytes: &[u8],
+    device: &Device,
+) -> Result<(Classifier, ClassifierConfig, String), WeightsError> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| WeightsError::Corrupt(e.to_string()))?;
-    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| WeightsError::Corrupt(e.to_string()))?;
+    let (_, meta) =
+        SafeTensors::read_metadata(bytes).map_err(|e| WeightsError::Corrupt(e.to_string()))?;
     let meta = meta.metadata().clone().unwrap_or_default();
     if meta.get("format").map(String::as_str) != Some("ddpm-web-classifier") {
-        return Err(WeightsError::WrongKind("not a ddpm-web classifier file".into()));
+        return Err(WeightsError::WrongKind(
+            "not a ddpm-web classifier file".into(),
+        ));
     }
-    let config: ClassifierConfig = serde_json::from_str(meta.get("config").map(String::as_str).unwrap_or(""))
-        .map_err(|e| WeightsError::Manifest(e.to_string()))?;
+    let config: ClassifierConfig =
+        serde_json::from_str(meta.get("config").map(String::as_str).unwrap_or(""))
+            .map_err(|e| WeightsError::Manifest(e.to_string()))?;
     let model = config.init(device).map_err(WeightsError::Manifest)?;
     let model = weights::load_tensors_into(model, &st, device)?;
-    Ok((model, config, meta.get("dataset").cloned().unwrap_or_default()))
+    Ok((
+        model,
+        config,
+        meta.get("dataset").cloned().unwrap_or_default(),
+    ))
 }
 
 /// Class probabilities [N, classes] and penultimate features [N, features] of NCHW images.
-pub fn probe(model: &Classifier, images: &[f32], shape: [usize; 3], device: &Device) -> Result<(Vec<Vec<f64>>, Vec<Vec<f64>>), String> {
+pub fn probe(
+    model: &Classifier,
+    images: &[f32],
+    shape: [usize; 3],
+    device: &Device,
+) -> Result<(Vec<Vec<f64>>, Vec<Vec<f64>>), String> {
     let per: usize = shape.iter().product();
     let n = images.len() / per;
     let (mut probs, mut feats) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for start in (0..n).step_by(256) {
         let b = 256.min(n - start);
         let x = Tensor::<4>::from_data(
-            TensorData::new(images[start * per..(start + b) * per].to_vec(), [b, shape[0], shape[1], shape[2]]),
+            TensorData::new(
+                images[start * per..(start + b) * per].to_vec(),
+                [b, shape[0], shape[1], shape[2]],
+            ),
             device,
         );
         let f = model.features(x);
         let p = softmax(model.fc2.forward(f.clone()), 1);
         let rows = |t: Tensor<2>| -> Result<Vec<Vec<f64>>, String> {
             let [r, c] = t.dims();
-            let v = t.into_data().try_into_vec_as::<f32>().map_err(|e| format!("{e:?}"))?;
-            Ok((0..r).map(|i| v[i * c..(i + 1) * c].iter().map(|x| *x as f64).collect()).collect())
+            let v = t
+                .into_data()
+                .try_into_vec_as::<f32>()
+                .map_err(|e| format!("{e:?}"))?;
+            Ok((0..r)
+                .map(|i| v[i * c..(i + 1) * c].iter().map(|x| *x as f64).collect())
+                .collect())
         };
         probs.extend(rows(p)?);
         feats.extend(rows(f)?);
@@ -220,7 +267,10 @@ pub fn symmetric_eigen(mut a: Vec<Vec<f64>>) -> (Vec<f64>, Vec<Vec<f64>>) {
         row[i] = 1.0;
     }
     for _sweep in 0..100 {
-        let off: f64 = (0..n).flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j))).map(|(i, j)| a[i][j] * a[i][j]).sum();
+        let off: f64 = (0..n)
+            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a[i][j] * a[i][j])
+            .sum();
         if off < 1e-22 {
             break;
         }
@@ -278,7 +328,15 @@ pub fn frechet_distance(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
     // Tr((Σ₁Σ₂)^{1/2}) = Σ √λ(Σ₁^{1/2} Σ₂ Σ₁^{1/2}).
     let (l1, v1) = symmetric_eigen(s1.clone());
     let sqrt_s1: Vec<Vec<f64>> = (0..d)
-        .map(|i| (0..d).map(|j| (0..d).map(|k| v1[i][k] * l1[k].max(0.0).sqrt() * v1[j][k]).sum()).collect())
+        .map(|i| {
+            (0..d)
+                .map(|j| {
+                    (0..d)
+                        .map(|k| v1[i][k] * l1[k].max(0.0).sqrt() * v1[j][k])
+                        .sum()
+                })
+                .collect()
+        })
         .collect();
     let m = matmul(&matmul(&sqrt_s1, &s2), &sqrt_s1);
     let (lm, _) = symmetric_eigen(m);

@@ -147,6 +147,44 @@ enum Command {
         variance: VarianceArg,
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// Classifier weights for the sample-quality score (default:
+        /// weights/classifier-<dataset>.safetensors when it exists).
+        #[arg(long)]
+        classifier: Option<PathBuf>,
+        /// Generated samples to score (0 = skip the sample-quality part).
+        #[arg(long, default_value_t = 1000)]
+        samples: usize,
+        #[arg(long, value_enum, default_value = "ddpm")]
+        sampler: SamplerArg,
+        /// Sampling steps (default: T for ddpm, 50 for ddim).
+        #[arg(long)]
+        steps: Option<usize>,
+        /// Sample this class (index) with guidance and report how many are labelled so.
+        #[arg(long)]
+        class: Option<usize>,
+        #[arg(long, default_value_t = 0.0)]
+        guidance: f64,
+        /// Skip the bound (bits/dim).
+        #[arg(long)]
+        no_elbo: bool,
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Train the small CNN classifier used by `eval` on a dataset's training split.
+    #[cfg(feature = "train")]
+    TrainClassifier {
+        #[arg(long, default_value = "mnist")]
+        dataset: String,
+        #[arg(long, default_value = "../shared/data")]
+        data: PathBuf,
+        #[arg(long, default_value_t = 3000)]
+        steps: u64,
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        #[arg(long)]
+        out: PathBuf,
         #[arg(long, short)]
         quiet: bool,
     },
@@ -261,16 +299,40 @@ fn main_inner() -> Result<(), String> {
             variance,
             device,
             quiet,
-        } => eval(
-            &weights,
-            &data,
+            classifier,
+            samples,
+            sampler,
+            steps,
+            class,
+            guidance,
+            no_elbo,
+        } => eval(EvalArgs {
+            path: weights,
+            data,
             n,
-            elbo_stride,
+            stride: elbo_stride,
             batch,
             variance,
-            &device,
+            device_name: device,
             quiet,
-        ),
+            classifier,
+            samples,
+            sampler,
+            steps,
+            class,
+            guidance,
+            no_elbo,
+        }),
+        #[cfg(feature = "train")]
+        Command::TrainClassifier {
+            dataset,
+            data,
+            steps,
+            batch_size,
+            device,
+            out,
+            quiet,
+        } => train_classifier(&dataset, &data, steps, batch_size, &device, &out, quiet),
         Command::Bench {
             weights,
             preset,
@@ -690,53 +752,201 @@ fn train(args: TrainArgs) -> Result<(), String> {
 }
 
 #[cfg(feature = "train")]
-#[allow(clippy::too_many_arguments)]
-fn eval(
-    path: &PathBuf,
-    data: &std::path::Path,
+struct EvalArgs {
+    path: PathBuf,
+    data: PathBuf,
     n: usize,
     stride: usize,
     batch: usize,
     variance: VarianceArg,
-    device_name: &str,
+    device_name: String,
     quiet: bool,
-) -> Result<(), String> {
+    classifier: Option<PathBuf>,
+    samples: usize,
+    sampler: SamplerArg,
+    steps: Option<usize>,
+    class: Option<usize>,
+    guidance: f64,
+    no_elbo: bool,
+}
+
+#[cfg(feature = "train")]
+fn eval(a: EvalArgs) -> Result<(), String> {
+    use ddpm_web::train::classifier::{self, frechet_distance, probe};
     use ddpm_web::train::data::{Split, load};
     use ddpm_web::train::eval::{ElboOptions, elbo};
-    let (device, label) = pick_device(device_name)?;
-    let model = weights::load_from_path(path, &device).map_err(|e| e.to_string())?;
-    let mut test = load(&model.manifest.dataset, data, Split::Test)?;
-    test.truncate(n);
-    let pb = progress::bar(1, "ELBO", quiet);
+    let (device, label) = pick_device(&a.device_name)?;
+    let model = weights::load_from_path(&a.path, &device).map_err(|e| e.to_string())?;
+    let dataset = model.manifest.dataset.clone();
+    let mut test = load(&dataset, &a.data, Split::Test)?;
+    test.truncate(a.n);
     let start = Instant::now();
-    let result = elbo(
-        &model.unet,
-        &model.schedule,
-        &test.images,
-        test.shape,
-        ElboOptions {
-            batch,
-            stride,
-            variance: match variance {
-                VarianceArg::FixedSmall => Variance::FixedSmall,
-                VarianceArg::FixedLarge => Variance::FixedLarge,
-            },
-            seed: 0,
-        },
-        &device,
-        |done, total| {
-            pb.set_length(total as u64);
-            pb.set_position(done as u64);
-        },
-    )?;
-    pb.finish_and_clear();
-    let out = serde_json::json!({
-        "weights": path.display().to_string(),
-        "dataset": model.manifest.dataset,
+    let variance = match a.variance {
+        VarianceArg::FixedSmall => Variance::FixedSmall,
+        VarianceArg::FixedLarge => Variance::FixedLarge,
+    };
+    let mut out = serde_json::json!({
+        "weights": a.path.display().to_string(),
+        "dataset": dataset,
         "device": label,
-        "seconds": start.elapsed().as_secs_f64(),
-        "elbo": result,
     });
+    if !a.no_elbo {
+        let pb = progress::bar(1, "ELBO", a.quiet);
+        let result = elbo(
+            &model.unet,
+            &model.schedule,
+            &test.images,
+            test.shape,
+            ElboOptions {
+                batch: a.batch,
+                stride: a.stride,
+                variance,
+                seed: 0,
+            },
+            &device,
+            |done, total| {
+                pb.set_length(total as u64);
+                pb.set_position(done as u64);
+            },
+        )?;
+        pb.finish_and_clear();
+        out["elbo"] = serde_json::to_value(&result).unwrap_or_default();
+    }
+    if a.samples > 0 {
+        let path = a
+            .classifier
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("weights/classifier-{dataset}.safetensors")));
+        let bytes = std::fs::read(&path).map_err(|e| {
+            format!(
+                "cannot read classifier {}: {e} (train one with `ddpm train-classifier`)",
+                path.display()
+            )
+        })?;
+        let (clf, _, _) =
+            classifier::load(&bytes, &device).map_err(|e| format!("{}: {e}", path.display()))?;
+        let kind = match a.sampler {
+            SamplerArg::Ddpm => SamplerKind::Ddpm,
+            SamplerArg::Ddim => SamplerKind::Ddim,
+        };
+        let steps = a.steps.unwrap_or(match kind {
+            SamplerKind::Ddpm => model.schedule.timesteps(),
+            SamplerKind::Ddim => 50,
+        });
+        let shape = model.image_shape();
+        let per: usize = shape.iter().product();
+        let mut images = Vec::with_capacity(a.samples * per);
+        let pb = progress::bar((a.samples * steps) as u64, "sampling", a.quiet);
+        for (i, chunk) in (0..a.samples).step_by(a.batch.max(1)).enumerate() {
+            let count = a.batch.max(1).min(a.samples - chunk);
+            let config = SamplerConfig::new()
+                .with_kind(kind)
+                .with_steps(steps)
+                .with_count(count)
+                .with_seed(1000 + i as u64)
+                .with_class(a.class)
+                .with_guidance(a.guidance);
+            let mut sampler = Sampler::new(
+                &model.schedule,
+                &config,
+                shape,
+                model.manifest.model.num_classes,
+                &device,
+            )
+            .map_err(|e| e.to_string())?;
+            while sampler.step(&model.unet).is_some() {
+                pb.inc(count as u64);
+            }
+            images.extend(read_f32(sampler.x().clone())?);
+        }
+        pb.finish_and_clear();
+        let (probs, feats) = probe(&clf, &images, shape, &device)?;
+        let classes = probs.first().map_or(0, |p| p.len());
+        let mut hist = vec![0usize; classes];
+        let mut confident = 0;
+        for p in &probs {
+            let (arg, max) =
+                p.iter().enumerate().fold(
+                    (0, 0.0),
+                    |acc, (i, &v)| if v > acc.1 { (i, v) } else { acc },
+                );
+            hist[arg] += 1;
+            if max >= 0.9 {
+                confident += 1;
+            }
+        }
+        let n_real = a.samples.min(test.len());
+        let (_, test_feats) = probe(&clf, &test.images[..n_real * per], shape, &device)?;
+        let mut train = load(&dataset, &a.data, Split::Train)?;
+        train.truncate(n_real);
+        let (_, train_feats) = probe(&clf, &train.images, shape, &device)?;
+        let total = probs.len() as f64;
+        out["quality"] = serde_json::json!({
+            "samples": probs.len(),
+            "sampler": format!("{kind:?}"),
+            "steps": steps,
+            "class": a.class,
+            "guidance": a.guidance,
+            "confident_fraction": confident as f64 / total,
+            "class_histogram": hist.iter().map(|&c| c as f64 / total).collect::<Vec<_>>(),
+            "labelled_as_class": a.class.map(|k| hist.get(k).copied().unwrap_or(0) as f64 / total),
+            "frechet_samples_vs_test": frechet_distance(&feats, &test_feats),
+            "frechet_train_vs_test_floor": frechet_distance(&train_feats, &test_feats),
+            "real_images": n_real,
+        });
+    }
+    out["seconds"] = serde_json::json!(start.elapsed().as_secs_f64());
     println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    Ok(())
+}
+
+#[cfg(feature = "train")]
+fn train_classifier(
+    dataset: &str,
+    data: &std::path::Path,
+    steps: u64,
+    batch: usize,
+    device_name: &str,
+    out: &PathBuf,
+    quiet: bool,
+) -> Result<(), String> {
+    use ddpm_web::train::classifier::{ClassifierConfig, probe, save, train_classifier};
+    use ddpm_web::train::data::{Split, load};
+    let (device, label) = pick_device(device_name)?;
+    let train = load(dataset, data, Split::Train)?;
+    if train.class_names.is_empty() {
+        return Err(format!("{dataset} has no labels to train a classifier on"));
+    }
+    let [c, h, _] = train.shape;
+    let config = ClassifierConfig::new(c, h, train.class_names.len());
+    let pb = progress::bar(steps, "classifier", quiet);
+    let (model, loss) = train_classifier(&train, &config, steps, batch, 0, &device, |s, l| {
+        pb.set_position(s);
+        pb.set_message(format!("loss {l:.3}"));
+    })?;
+    pb.finish_and_clear();
+    let test = load(dataset, data, Split::Test)?;
+    let (probs, _) = probe(&model, &test.images, test.shape, &device)?;
+    let correct = probs
+        .iter()
+        .zip(&test.labels)
+        .filter(|&(p, &y)| {
+            p.iter()
+                .enumerate()
+                .fold(
+                    (0, 0.0),
+                    |acc, (i, &v)| if v > acc.1 { (i, v) } else { acc },
+                )
+                .0
+                == y as usize
+        })
+        .count();
+    let bytes = save(&model, &config, dataset)?;
+    weights::write_atomic(out, &bytes).map_err(|e| e.to_string())?;
+    eprintln!(
+        "wrote {} (final loss {loss:.3}, test accuracy {:.2}% on {label})",
+        out.display(),
+        100.0 * correct as f64 / test.len() as f64
+    );
     Ok(())
 }
