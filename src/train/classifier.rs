@@ -2,6 +2,9 @@
 //! fraction, class histogram, and the Fréchet distance between its penultimate features of
 //! generated and real images.
 
+// Dense linear algebra below (covariances, Jacobi rotations) reads clearer with indices.
+#![allow(clippy::needless_range_loop)]
+
 use std::collections::HashMap;
 
 use burn::config::Config;
@@ -51,7 +54,7 @@ fn pool2(x: Tensor<4>) -> Tensor<4> {
 impl ClassifierConfig {
     /// A freshly initialised classifier.
     pub fn init(&self, device: &Device) -> Result<Classifier, String> {
-        if self.size % 4 != 0 || self.classes == 0 || self.channels == 0 {
+        if !self.size.is_multiple_of(4) || self.classes == 0 || self.channels == 0 {
             return Err(format!("invalid classifier config {self:?}"));
         }
         let conv = |i, o| {
@@ -195,13 +198,16 @@ pub fn load(
     ))
 }
 
+/// One row of f64 values per image.
+pub type Rows = Vec<Vec<f64>>;
+
 /// Class probabilities [N, classes] and penultimate features [N, features] of NCHW images.
 pub fn probe(
     model: &Classifier,
     images: &[f32],
     shape: [usize; 3],
     device: &Device,
-) -> Result<(Vec<Vec<f64>>, Vec<Vec<f64>>), String> {
+) -> Result<(Rows, Rows), String> {
     let per: usize = shape.iter().product();
     let n = images.len() / per;
     let (mut probs, mut feats) = (Vec::with_capacity(n), Vec::with_capacity(n));
@@ -216,7 +222,7 @@ pub fn probe(
         );
         let f = model.features(x);
         let p = softmax(model.fc2.forward(f.clone()), 1);
-        let rows = |t: Tensor<2>| -> Result<Vec<Vec<f64>>, String> {
+        let rows = |t: Tensor<2>| -> Result<Rows, String> {
             let [r, c] = t.dims();
             let v = t
                 .into_data()
