@@ -1,12 +1,20 @@
 //! Sampling speed of the U-Net presets on the CPU (and the GPU when one is found), printed as
 //! steps/s. Run with `cargo bench`; it measures and prints, it asserts nothing.
 
+#[cfg(not(target_arch = "wasm32"))]
 use std::time::Instant;
 
+#[cfg(not(target_arch = "wasm32"))]
 use ddpm_web::burn::tensor::Device;
+#[cfg(not(target_arch = "wasm32"))]
 use ddpm_web::sampler::{Sampler, SamplerConfig, SamplerKind};
+#[cfg(not(target_arch = "wasm32"))]
 use ddpm_web::{Schedule, UNetConfig};
 
+#[cfg(target_arch = "wasm32")]
+fn main() {}
+
+#[cfg(not(target_arch = "wasm32"))]
 fn bench(preset: &str, device: &Device, label: &str, count: usize, steps: usize) {
     let Some(config) = UNetConfig::preset(preset) else {
         return;
@@ -40,6 +48,7 @@ fn bench(preset: &str, device: &Device, label: &str, count: usize, steps: usize)
     );
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn main() {
     let cpu = Device::flex();
     for preset in ["tiny", "mnist-small", "mnist", "emoji"] {
