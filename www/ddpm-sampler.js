@@ -31,6 +31,7 @@ const STYLE = `
 :host { display: inline-block; font: 14px/1.4 system-ui, sans-serif; color: #e8e8e8; }
 .box { background: #181a1f; border-radius: 10px; padding: 12px; display: grid; gap: 8px; }
 .views { display: flex; gap: 12px; flex-wrap: wrap; }
+.views[hidden] { display: none; }
 figure { margin: 0; display: grid; gap: 4px; justify-items: center; }
 figcaption { font-size: 12px; color: #9aa0aa; }
 canvas { image-rendering: pixelated; background: #000; border-radius: 4px; }
@@ -66,7 +67,7 @@ export class DdpmSampler extends HTMLElement {
     root.innerHTML = `<style>${STYLE}</style>
       <div class="box" part="box">
         <div class="backend" part="backend">starting…</div>
-        <div class="views">
+        <div class="views" hidden>
           <figure><canvas class="xt" part="canvas"></canvas><figcaption>x<sub>t</sub></figcaption></figure>
           <figure><canvas class="x0" part="canvas"></canvas><figcaption>predicted x̂<sub>0</sub></figcaption></figure>
         </div>
@@ -247,6 +248,7 @@ export class DdpmSampler extends HTMLElement {
       case 'start':
         this._total = msg.total;
         for (const c of [this.$('.xt'), this.$('.x0')]) { c.width = msg.width; c.height = msg.height; }
+        this.$('.views').hidden = false;
         this._scale(msg.width);
         this.$('progress').max = msg.total; this.$('progress').value = 0;
         return;
