@@ -147,6 +147,7 @@ export class DdpmSampler extends HTMLElement {
       this._loadedSrc = src;
       const m = this.model.manifest;
       this._setError('');
+      this.$('progress').value = 0;
       this._status(`${m.dataset} model ready · ${(this.model.parameters / 1e6).toFixed(2)}M parameters`);
       this.dispatchEvent(new CustomEvent('ddpm-ready', { detail: { backend: this.backend, model: this.model } }));
     })();
