@@ -284,7 +284,9 @@ fn frechet_distance_matches_the_closed_form_for_diagonal_covariances() {
 
 #[test]
 fn classifier_learns_the_synthetic_shapes_and_round_trips() {
-    use ddpm_web::train::classifier::{ClassifierConfig, load, probe, save, train_classifier};
+    use ddpm_web::train::classifier::{
+        ClassifierConfig, argmax, load, probe, save, train_classifier,
+    };
     let device = Device::flex();
     let data = synthetic(64, 28, 1);
     let config = ClassifierConfig::new(1, 28, 4);
@@ -295,13 +297,7 @@ fn classifier_learns_the_synthetic_shapes_and_round_trips() {
     let correct = probs
         .iter()
         .zip(&test.labels)
-        .filter(|&(p, &y)| {
-            p.iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map(|(i, _)| i)
-                == Some(y as usize)
-        })
+        .filter(|&(p, &y)| argmax(p) == y as usize)
         .count();
     assert!(correct >= 36, "{correct}/40 correct");
     assert_eq!(feats[0].len(), 128);

@@ -198,6 +198,16 @@ pub fn load(
     ))
 }
 
+/// Index of the largest value (the predicted class of a probability row).
+pub fn argmax(row: &[f64]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold((0, f64::NEG_INFINITY), |best, (i, &v)| {
+            if v > best.1 { (i, v) } else { best }
+        })
+        .0
+}
+
 /// One row of f64 values per image.
 pub type Rows = Vec<Vec<f64>>;
 

@@ -127,49 +127,9 @@ enum Command {
         #[arg(long)]
         f32: bool,
     },
-    /// Evaluate a model: the variational bound (bits/dim) on test images, as JSON.
+    /// Evaluate a model: the bound in bits/dim and the sample-quality score, as JSON.
     #[cfg(feature = "train")]
-    Eval {
-        #[arg(long)]
-        weights: PathBuf,
-        /// Folder with the datasets.
-        #[arg(long, default_value = "../shared/data")]
-        data: PathBuf,
-        /// Number of test images.
-        #[arg(long, default_value_t = 1000)]
-        n: usize,
-        /// Evaluate every k-th timestep of the bound (1 = exact sum over all T).
-        #[arg(long, default_value_t = 1)]
-        elbo_stride: usize,
-        #[arg(long, default_value_t = 100)]
-        batch: usize,
-        #[arg(long, value_enum, default_value = "fixed-large")]
-        variance: VarianceArg,
-        #[arg(long, default_value = "cpu")]
-        device: String,
-        /// Classifier weights for the sample-quality score (default:
-        /// weights/classifier-<dataset>.safetensors when it exists).
-        #[arg(long)]
-        classifier: Option<PathBuf>,
-        /// Generated samples to score (0 = skip the sample-quality part).
-        #[arg(long, default_value_t = 1000)]
-        samples: usize,
-        #[arg(long, value_enum, default_value = "ddpm")]
-        sampler: SamplerArg,
-        /// Sampling steps (default: T for ddpm, 50 for ddim).
-        #[arg(long)]
-        steps: Option<usize>,
-        /// Sample this class (index) with guidance and report how many are labelled so.
-        #[arg(long)]
-        class: Option<usize>,
-        #[arg(long, default_value_t = 0.0)]
-        guidance: f64,
-        /// Skip the bound (bits/dim).
-        #[arg(long)]
-        no_elbo: bool,
-        #[arg(long, short)]
-        quiet: bool,
-    },
+    Eval(EvalArgs),
     /// Train the small CNN classifier used by `eval` on a dataset's training split.
     #[cfg(feature = "train")]
     TrainClassifier {
@@ -290,39 +250,7 @@ fn main_inner() -> Result<(), String> {
             Ok(())
         }
         #[cfg(feature = "train")]
-        Command::Eval {
-            weights,
-            data,
-            n,
-            elbo_stride,
-            batch,
-            variance,
-            device,
-            quiet,
-            classifier,
-            samples,
-            sampler,
-            steps,
-            class,
-            guidance,
-            no_elbo,
-        } => eval(EvalArgs {
-            path: weights,
-            data,
-            n,
-            stride: elbo_stride,
-            batch,
-            variance,
-            device_name: device,
-            quiet,
-            classifier,
-            samples,
-            sampler,
-            steps,
-            class,
-            guidance,
-            no_elbo,
-        }),
+        Command::Eval(args) => eval(args),
         #[cfg(feature = "train")]
         Command::TrainClassifier {
             dataset,
@@ -752,22 +680,48 @@ fn train(args: TrainArgs) -> Result<(), String> {
 }
 
 #[cfg(feature = "train")]
+#[derive(clap::Args)]
 struct EvalArgs {
-    path: PathBuf,
+    /// Weights file to evaluate.
+    #[arg(long)]
+    weights: PathBuf,
+    /// Folder with the datasets.
+    #[arg(long, default_value = "../shared/data")]
     data: PathBuf,
+    /// Number of test images.
+    #[arg(long, default_value_t = 1000)]
     n: usize,
-    stride: usize,
+    /// Evaluate every k-th timestep of the bound (1 = exact sum over all T).
+    #[arg(long, default_value_t = 1)]
+    elbo_stride: usize,
+    #[arg(long, default_value_t = 100)]
     batch: usize,
+    #[arg(long, value_enum, default_value = "fixed-large")]
     variance: VarianceArg,
-    device_name: String,
-    quiet: bool,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Classifier weights for the sample-quality score (default:
+    /// weights/classifier-<dataset>.safetensors when it exists).
+    #[arg(long)]
     classifier: Option<PathBuf>,
+    /// Generated samples to score (0 = skip the sample-quality part).
+    #[arg(long, default_value_t = 1000)]
     samples: usize,
+    #[arg(long, value_enum, default_value = "ddpm")]
     sampler: SamplerArg,
+    /// Sampling steps (default: T for ddpm, 50 for ddim).
+    #[arg(long)]
     steps: Option<usize>,
+    /// Sample this class (index) with guidance and report how many are labelled so.
+    #[arg(long)]
     class: Option<usize>,
+    #[arg(long, default_value_t = 0.0)]
     guidance: f64,
+    /// Skip the bound (bits/dim).
+    #[arg(long)]
     no_elbo: bool,
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 #[cfg(feature = "train")]
@@ -775,8 +729,8 @@ fn eval(a: EvalArgs) -> Result<(), String> {
     use ddpm_web::train::classifier::{self, frechet_distance, probe};
     use ddpm_web::train::data::{Split, load};
     use ddpm_web::train::eval::{ElboOptions, elbo};
-    let (device, label) = pick_device(&a.device_name)?;
-    let model = weights::load_from_path(&a.path, &device).map_err(|e| e.to_string())?;
+    let (device, label) = pick_device(&a.device)?;
+    let model = weights::load_from_path(&a.weights, &device).map_err(|e| e.to_string())?;
     let dataset = model.manifest.dataset.clone();
     let mut test = load(&dataset, &a.data, Split::Test)?;
     test.truncate(a.n);
@@ -786,7 +740,7 @@ fn eval(a: EvalArgs) -> Result<(), String> {
         VarianceArg::FixedLarge => Variance::FixedLarge,
     };
     let mut out = serde_json::json!({
-        "weights": a.path.display().to_string(),
+        "weights": a.weights.display().to_string(),
         "dataset": dataset,
         "device": label,
     });
@@ -799,7 +753,7 @@ fn eval(a: EvalArgs) -> Result<(), String> {
             test.shape,
             ElboOptions {
                 batch: a.batch,
-                stride: a.stride,
+                stride: a.elbo_stride,
                 variance,
                 seed: 0,
             },
@@ -865,13 +819,9 @@ fn eval(a: EvalArgs) -> Result<(), String> {
         let mut hist = vec![0usize; classes];
         let mut confident = 0;
         for p in &probs {
-            let (arg, max) =
-                p.iter().enumerate().fold(
-                    (0, 0.0),
-                    |acc, (i, &v)| if v > acc.1 { (i, v) } else { acc },
-                );
+            let arg = classifier::argmax(p);
             hist[arg] += 1;
-            if max >= 0.9 {
+            if p[arg] >= 0.9 {
                 confident += 1;
             }
         }
@@ -910,7 +860,7 @@ fn train_classifier(
     out: &PathBuf,
     quiet: bool,
 ) -> Result<(), String> {
-    use ddpm_web::train::classifier::{ClassifierConfig, probe, save, train_classifier};
+    use ddpm_web::train::classifier::{ClassifierConfig, argmax, probe, save, train_classifier};
     use ddpm_web::train::data::{Split, load};
     let (device, label) = pick_device(device_name)?;
     let train = load(dataset, data, Split::Train)?;
@@ -930,16 +880,7 @@ fn train_classifier(
     let correct = probs
         .iter()
         .zip(&test.labels)
-        .filter(|&(p, &y)| {
-            p.iter()
-                .enumerate()
-                .fold(
-                    (0, 0.0),
-                    |acc, (i, &v)| if v > acc.1 { (i, v) } else { acc },
-                )
-                .0
-                == y as usize
-        })
+        .filter(|&(p, &y)| argmax(p) == y as usize)
         .count();
     let bytes = save(&model, &config, dataset)?;
     weights::write_atomic(out, &bytes).map_err(|e| e.to_string())?;
