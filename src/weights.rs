@@ -443,12 +443,24 @@ pub fn load_from_path(
     load_from_bytes(&bytes, device)
 }
 
-/// Write weights-file bytes to disk atomically (temp file + rename).
+/// Write weights-file bytes to disk atomically (temp file, fsync, rename): a kill mid-write
+/// leaves the previous file intact.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn write_atomic(path: impl AsRef<std::path::Path>, bytes: &[u8]) -> Result<(), WeightsError> {
+    use std::io::Write;
     let path = path.as_ref();
     let tmp = path.with_extension("tmp-write");
-    std::fs::write(&tmp, bytes)
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| WeightsError::Io(format!("cannot write {}: {e}", path.display())))
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        WeightsError::Io(format!("cannot write {}: {e}", path.display()))
+    })
 }
