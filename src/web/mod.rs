@@ -7,6 +7,7 @@ mod backend;
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use burn::module::Module;
 use burn::tensor::Tensor;
 use js_sys::{Object, Promise, Reflect, Uint8ClampedArray};
 use wasm_bindgen::prelude::*;
@@ -106,15 +107,15 @@ impl Engine {
             .backend
             .clone()
             .ok_or_else(|| err("no backend: call initBackend first"))?;
-        let summary = weights::inspect(bytes).map_err(err)?;
         let model = weights::load_from_bytes(bytes, &backend.device).map_err(err)?;
+        let parameters = model.unet.num_params();
+        let json = serde_json::json!({
+            "manifest": model.manifest,
+            "parameters": parameters,
+            "bytes": bytes.len(),
+        });
         state.sampler = None;
         state.model = Some(Rc::new(model));
-        let json = serde_json::json!({
-            "manifest": summary.manifest,
-            "parameters": summary.parameters,
-            "bytes": summary.bytes,
-        });
         Ok(json.to_string())
     }
 

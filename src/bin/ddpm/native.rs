@@ -535,10 +535,11 @@ fn bench(
     steps: usize,
 ) -> Result<(), String> {
     let (device, label) = pick_device(device_name)?;
-    let (unet, schedule, name) = match &weights_path {
+    let (unet, schedule, cfg, name) = match &weights_path {
         Some(path) => {
             let m = weights::load_from_path(path, &device).map_err(|e| e.to_string())?;
-            (m.unet, m.schedule, path.display().to_string())
+            let cfg = m.manifest.model.clone();
+            (m.unet, m.schedule, cfg, path.display().to_string())
         }
         None => {
             let config =
@@ -547,12 +548,12 @@ fn bench(
             (
                 unet,
                 ddpm_web::Schedule::linear_paper(),
+                config,
                 format!("preset {preset}"),
             )
         }
     };
     let num_classes = unet.num_classes();
-    let cfg = unet_config_of(&weights_path, preset)?;
     println!(
         "model {name}: {} parameters; device {label}",
         unet.num_params()
@@ -589,19 +590,6 @@ fn bench(
         );
     }
     Ok(())
-}
-
-fn unet_config_of(weights_path: &Option<PathBuf>, preset: &str) -> Result<UNetConfig, String> {
-    match weights_path {
-        Some(path) => {
-            let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-            Ok(weights::inspect(&bytes)
-                .map_err(|e| e.to_string())?
-                .manifest
-                .model)
-        }
-        None => UNetConfig::preset(preset).ok_or_else(|| format!("unknown preset \"{preset}\"")),
-    }
 }
 
 #[cfg(feature = "train")]
