@@ -134,7 +134,18 @@ impl UNetConfig {
                 .with_groups(4)
                 .with_dropout(0.0),
             "tiny-classes" => Self::preset("tiny")?.with_num_classes(10),
-            "mnist" | "fashion" => Self::new().with_num_classes(10),
+            // The shipped MNIST / Fashion-MNIST models: narrow at 28×28 (where convolutions
+            // cost the most), wide at 7×7 (where parameters are cheap), so they train and sample
+            // on a CPU (0.69M parameters).
+            "mnist" | "fashion" => Self::new()
+                .with_base_channels(16)
+                .with_channel_mults(vec![1, 2, 4])
+                .with_res_blocks(1)
+                .with_groups(4)
+                .with_dropout(0.0)
+                .with_num_classes(10),
+            // The paper-style layout at MNIST size (1.6M parameters; for a GPU).
+            "mnist-large" => Self::new().with_num_classes(10),
             // Small enough to train on a CPU in an hour (about 0.3M parameters).
             "mnist-small" => Self::new()
                 .with_base_channels(16)
@@ -142,12 +153,16 @@ impl UNetConfig {
                 .with_groups(4)
                 .with_dropout(0.0)
                 .with_num_classes(10),
+            // 32×32 RGB, unconditional: 32 → 16 → 8 → 4 with attention at 8×8.
             "emoji" => Self::new()
                 .with_image_channels(3)
                 .with_image_size(32)
-                .with_base_channels(48)
-                .with_channel_mults(vec![1, 2, 2, 2])
-                .with_attention_resolutions(vec![8]),
+                .with_base_channels(16)
+                .with_channel_mults(vec![1, 2, 4, 4])
+                .with_res_blocks(1)
+                .with_attention_resolutions(vec![8])
+                .with_groups(4)
+                .with_dropout(0.0),
             "cifar10-paper" => Self::new()
                 .with_image_channels(3)
                 .with_image_size(32)
@@ -164,6 +179,8 @@ impl UNetConfig {
         "tiny",
         "tiny-classes",
         "mnist",
+        "mnist-small",
+        "mnist-large",
         "fashion",
         "emoji",
         "cifar10-paper",

@@ -284,6 +284,11 @@ pub fn train(config: TrainConfig, resume: bool, opts: TrainOptions) -> Result<Tr
         let elapsed = seconds + started.elapsed().as_secs_f64();
         if step % config.checkpoint_every.max(1) == 0 || step == config.steps {
             save(step, &model, &ema, &adam, &batcher, &rng, loss_ema, elapsed)?;
+            let rate = (step - start_step) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            log_line(
+                &opts.run_dir,
+                &format!("step {step} loss {loss_ema:.5} {rate:.3} steps/s {elapsed:.0} s"),
+            );
         }
         if config.sample_every > 0 && step % config.sample_every == 0 {
             write_samples(&opts.run_dir, &ema, &schedule, &config, step, &opts.device)?;
@@ -307,6 +312,17 @@ pub fn train(config: TrainConfig, resume: bool, opts: TrainOptions) -> Result<Tr
         },
         interrupted,
     })
+}
+
+/// Appends one line to `RUN/train.log` (a plain record for runs in the background); a failure
+/// to write it never stops training.
+fn log_line(run: &Path, line: &str) {
+    use std::io::Write;
+    let _ = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(run.join("train.log"))
+        .and_then(|mut f| writeln!(f, "{line}"));
 }
 
 /// A 4×4 grid of EMA samples (DDIM, 50 steps, fixed seed) as `RUN/samples/step_NNNNNNN.png`.

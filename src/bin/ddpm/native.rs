@@ -172,7 +172,8 @@ struct TrainArgs {
     /// mnist, fashion, emoji or synthetic.
     #[arg(long, default_value = "mnist")]
     dataset: String,
-    /// Model preset (see `ddpm init --help`); default: the dataset's.
+    /// Model preset (see `ddpm init --help`) or a U-Net config .json file; default: the
+    /// dataset's.
     #[arg(long)]
     preset: Option<String>,
     /// Train without labels even when the dataset has them.
@@ -296,29 +297,34 @@ fn read_f32(t: ddpm_web::burn::Tensor<4>) -> Result<Vec<f32>, String> {
         .map_err(|e| format!("unexpected sample data: {e:?}"))
 }
 
+/// A class given as an index or a name (case-insensitive) of the model's classes.
+fn parse_class(s: &str, manifest: &ModelManifest) -> Result<usize, String> {
+    if let Ok(k) = s.parse::<usize>() {
+        return Ok(k);
+    }
+    manifest
+        .class_names
+        .iter()
+        .position(|n| n.eq_ignore_ascii_case(s))
+        .ok_or_else(|| {
+            format!(
+                "unknown class \"{s}\"; this model knows: {}",
+                if manifest.class_names.is_empty() {
+                    "no classes".to_string()
+                } else {
+                    manifest.class_names.join(", ")
+                }
+            )
+        })
+}
+
 fn sample(args: SampleArgs) -> Result<(), String> {
     let (device, label) = pick_device(&args.device)?;
     let model = weights::load_from_path(&args.weights, &device).map_err(|e| e.to_string())?;
     let manifest = &model.manifest;
     let class = match &args.class {
         None => None,
-        Some(s) => Some(match s.parse::<usize>() {
-            Ok(k) => k,
-            Err(_) => manifest
-                .class_names
-                .iter()
-                .position(|n| n.eq_ignore_ascii_case(s))
-                .ok_or_else(|| {
-                    format!(
-                        "unknown class \"{s}\"; this model knows: {}",
-                        if manifest.class_names.is_empty() {
-                            "no classes".to_string()
-                        } else {
-                            manifest.class_names.join(", ")
-                        }
-                    )
-                })?,
-        }),
+        Some(s) => Some(parse_class(s, manifest)?),
     };
     let kind = match args.sampler {
         SamplerArg::Ddpm => SamplerKind::Ddpm,
@@ -489,13 +495,27 @@ fn info(file: &PathBuf, list: bool, json: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// A preset name or a path to a U-Net config JSON file (as `ddpm info --json` prints under
+/// "model"), validated.
+fn model_config(name: &str) -> Result<UNetConfig, String> {
+    let config = if name.ends_with(".json") {
+        let text = std::fs::read_to_string(name).map_err(|e| format!("cannot read {name}: {e}"))?;
+        serde_json::from_str::<UNetConfig>(&text)
+            .map_err(|e| format!("{name} is not a U-Net config: {e}"))?
+    } else {
+        UNetConfig::preset(name).ok_or_else(|| {
+            format!(
+                "unknown preset \"{name}\"; known: {} (or a .json config file)",
+                UNetConfig::PRESETS.join(", ")
+            )
+        })?
+    };
+    config.validate().map_err(|e| format!("{name}: {e}"))?;
+    Ok(config)
+}
+
 fn init(preset: &str, dataset: &str, seed: u64, f32: bool, out: &PathBuf) -> Result<(), String> {
-    let config = UNetConfig::preset(preset).ok_or_else(|| {
-        format!(
-            "unknown preset \"{preset}\"; known: {}",
-            UNetConfig::PRESETS.join(", ")
-        )
-    })?;
+    let config = model_config(preset)?;
     let device = Device::flex();
     device.seed(seed);
     let unet = config.init(&device).map_err(|e| e.to_string())?;
@@ -542,8 +562,7 @@ fn bench(
             (m.unet, m.schedule, cfg, path.display().to_string())
         }
         None => {
-            let config =
-                UNetConfig::preset(preset).ok_or_else(|| format!("unknown preset \"{preset}\""))?;
+            let config = model_config(preset)?;
             let unet = config.init(&device).map_err(|e| e.to_string())?;
             (
                 unet,
@@ -605,12 +624,7 @@ fn train(args: TrainArgs) -> Result<(), String> {
             "synthetic" => "tiny".to_string(),
             other => other.to_string(),
         });
-    let mut model = UNetConfig::preset(&preset).ok_or_else(|| {
-        format!(
-            "unknown preset \"{preset}\"; known: {}",
-            UNetConfig::PRESETS.join(", ")
-        )
-    })?;
+    let mut model = model_config(&preset)?;
     if args.unconditional {
         model.num_classes = 0;
     } else if args.dataset == "synthetic" {
@@ -700,9 +714,13 @@ struct EvalArgs {
     /// Sampling steps (default: T for ddpm, 50 for ddim).
     #[arg(long)]
     steps: Option<usize>,
-    /// Sample this class (index) with guidance and report how many are labelled so.
+    /// Sample this class (index or name) with guidance and report how many are labelled so;
+    /// `all` splits the samples evenly over every class and reports each.
     #[arg(long)]
-    class: Option<usize>,
+    class: Option<String>,
+    /// Also write the first (up to 100) generated samples as a grid PNG.
+    #[arg(long)]
+    grid: Option<PathBuf>,
     #[arg(long, default_value_t = 0.0)]
     guidance: f64,
     /// Skip the bound (bits/dim).
@@ -777,40 +795,82 @@ fn eval(a: EvalArgs) -> Result<(), String> {
         });
         let shape = model.image_shape();
         let per: usize = shape.iter().product();
-        let mut images = Vec::with_capacity(a.samples * per);
-        let pb = progress::bar((a.samples * steps) as u64, "sampling", a.quiet);
-        for (i, chunk) in (0..a.samples).step_by(a.batch.max(1)).enumerate() {
-            let count = a.batch.max(1).min(a.samples - chunk);
-            let config = SamplerConfig::new()
-                .with_kind(kind)
-                .with_steps(steps)
-                .with_count(count)
-                .with_seed(1000 + i as u64)
-                .with_class(a.class)
-                .with_guidance(a.guidance);
-            let mut sampler = Sampler::new(
-                &model.schedule,
-                &config,
-                shape,
-                model.manifest.model.num_classes,
-                &device,
-            )
-            .map_err(|e| e.to_string())?;
-            while sampler.step(&model.unet).is_some() {
-                pb.inc(count as u64);
+        let classes = model.manifest.model.num_classes;
+        // (class, how many) per sampling job; `all` → an even split over the classes.
+        let jobs: Vec<(Option<usize>, usize)> = match a.class.as_deref() {
+            None => vec![(None, a.samples)],
+            Some("all") => {
+                if classes == 0 {
+                    return Err("--class all needs a model trained with labels".into());
+                }
+                (0..classes)
+                    .map(|k| {
+                        let n = a.samples / classes + usize::from(k < a.samples % classes);
+                        (Some(k), n)
+                    })
+                    .collect()
             }
-            images.extend(read_f32(sampler.x().clone())?);
+            Some(s) => vec![(Some(parse_class(s, &model.manifest)?), a.samples)],
+        };
+        let mut images = Vec::with_capacity(a.samples * per);
+        let mut wanted = Vec::with_capacity(a.samples);
+        let pb = progress::bar((a.samples * steps) as u64, "sampling", a.quiet);
+        let mut chunk_index = 0u64;
+        for &(class, n) in &jobs {
+            for chunk in (0..n).step_by(a.batch.max(1)) {
+                let count = a.batch.max(1).min(n - chunk);
+                let config = SamplerConfig::new()
+                    .with_kind(kind)
+                    .with_steps(steps)
+                    .with_count(count)
+                    .with_seed(1000 + chunk_index)
+                    .with_class(class)
+                    .with_guidance(a.guidance);
+                chunk_index += 1;
+                let mut sampler = Sampler::new(
+                    &model.schedule,
+                    &config,
+                    shape,
+                    model.manifest.model.num_classes,
+                    &device,
+                )
+                .map_err(|e| e.to_string())?;
+                while sampler.step(&model.unet).is_some() {
+                    pb.inc(count as u64);
+                }
+                images.extend(read_f32(sampler.x().clone())?);
+                wanted.extend(std::iter::repeat_n(class, count));
+            }
         }
         pb.finish_and_clear();
+        if let Some(path) = &a.grid {
+            let n = wanted.len().min(100);
+            let [c, h, w] = shape;
+            output::write_grid(
+                path,
+                Batch {
+                    data: &images[..n * per],
+                    shape: [n, c, h, w],
+                },
+            )?;
+        }
         let (probs, feats) = probe(&clf, &images, shape, &device)?;
-        let classes = probs.first().map_or(0, |p| p.len());
-        let mut hist = vec![0usize; classes];
+        let labels = probs.first().map_or(0, |p| p.len());
+        let mut hist = vec![0usize; labels];
         let mut confident = 0;
-        for p in &probs {
+        // Per wanted class: (samples, labelled so).
+        let mut per_class = vec![(0usize, 0usize); labels];
+        for (p, want) in probs.iter().zip(&wanted) {
             let arg = classifier::argmax(p);
             hist[arg] += 1;
             if p[arg] >= 0.9 {
                 confident += 1;
+            }
+            if let Some(k) = *want
+                && let Some(slot) = per_class.get_mut(k)
+            {
+                slot.0 += 1;
+                slot.1 += usize::from(arg == k);
             }
         }
         let n_real = a.samples.min(test.len());
@@ -819,6 +879,9 @@ fn eval(a: EvalArgs) -> Result<(), String> {
         train.truncate(n_real);
         let (_, train_feats) = probe(&clf, &train.images, shape, &device)?;
         let total = probs.len() as f64;
+        let (asked, hit) = per_class
+            .iter()
+            .fold((0, 0), |(a, h), &(n, k)| (a + n, h + k));
         out["quality"] = serde_json::json!({
             "samples": probs.len(),
             "sampler": format!("{kind:?}"),
@@ -827,7 +890,13 @@ fn eval(a: EvalArgs) -> Result<(), String> {
             "guidance": a.guidance,
             "confident_fraction": confident as f64 / total,
             "class_histogram": hist.iter().map(|&c| c as f64 / total).collect::<Vec<_>>(),
-            "labelled_as_class": a.class.map(|k| hist.get(k).copied().unwrap_or(0) as f64 / total),
+            "labelled_as_class": (asked > 0).then(|| hit as f64 / asked as f64),
+            "labelled_as_class_per_class": (asked > 0 && jobs.len() > 1).then(|| {
+                per_class
+                    .iter()
+                    .map(|&(n, k)| if n > 0 { k as f64 / n as f64 } else { 0.0 })
+                    .collect::<Vec<_>>()
+            }),
             "frechet_samples_vs_test": frechet_distance(&feats, &test_feats),
             "frechet_train_vs_test_floor": frechet_distance(&train_feats, &test_feats),
             "real_images": n_real,
