@@ -213,3 +213,165 @@ fn bad_files_and_options_give_one_line_errors() {
     assert!(err.contains("tpu"), "{err}");
     assert!(!out_png.exists(), "nothing is written on error");
 }
+
+#[test]
+fn a_model_config_file_works_where_a_preset_does_and_bad_ones_are_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("model.json");
+    std::fs::write(
+        &cfg,
+        r#"{"image_channels":1,"image_size":28,"base_channels":8,"channel_mults":[1,2],
+            "res_blocks":1,"attention_resolutions":[],"groups":4,"dropout":0.0,"num_classes":4}"#,
+    )
+    .unwrap();
+    let w = dir.path().join("m.safetensors");
+    ok(&ddpm(&[
+        "init",
+        "--preset",
+        cfg.to_str().unwrap(),
+        "--out",
+        w.to_str().unwrap(),
+    ]));
+    let info = ddpm(&["info", w.to_str().unwrap(), "--json"]);
+    ok(&info);
+    let json: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(json["manifest"]["model"]["base_channels"], 8);
+    assert_eq!(json["manifest"]["model"]["num_classes"], 4);
+
+    // Invalid (groups do not divide the channels) and malformed files: one clear line each.
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("\"groups\":4", "\"groups\":3"),
+    )
+    .unwrap();
+    let err = one_line_error(&ddpm(&[
+        "init",
+        "--preset",
+        cfg.to_str().unwrap(),
+        "--out",
+        w.to_str().unwrap(),
+    ]));
+    assert!(err.contains("groups"), "{err}");
+    std::fs::write(&cfg, "{\"base_channels\": 8").unwrap();
+    let err = one_line_error(&ddpm(&[
+        "init",
+        "--preset",
+        cfg.to_str().unwrap(),
+        "--out",
+        w.to_str().unwrap(),
+    ]));
+    assert!(err.contains("not a U-Net config"), "{err}");
+}
+
+#[cfg(feature = "train")]
+#[test]
+fn eval_reports_each_class_under_guidance_and_writes_a_grid() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("m.safetensors");
+    let clf = dir.path().join("clf.safetensors");
+    let grid = dir.path().join("grid.png");
+    ok(&ddpm(&[
+        "init",
+        "--preset",
+        "tiny",
+        "--dataset",
+        "synthetic",
+        "--out",
+        w.to_str().unwrap(),
+    ]));
+    let cfg = dir.path().join("model.json");
+    std::fs::write(
+        &cfg,
+        r#"{"image_channels":1,"image_size":28,"base_channels":8,"channel_mults":[1,2],
+            "res_blocks":1,"attention_resolutions":[],"groups":4,"dropout":0.0,"num_classes":4}"#,
+    )
+    .unwrap();
+    ok(&ddpm(&[
+        "init",
+        "--preset",
+        cfg.to_str().unwrap(),
+        "--dataset",
+        "synthetic",
+        "--out",
+        w.to_str().unwrap(),
+    ]));
+    ok(&ddpm(&[
+        "train-classifier",
+        "--dataset",
+        "synthetic",
+        "--steps",
+        "20",
+        "--batch-size",
+        "16",
+        "--out",
+        clf.to_str().unwrap(),
+        "-q",
+    ]));
+    let out = ddpm(&[
+        "eval",
+        "--weights",
+        w.to_str().unwrap(),
+        "--classifier",
+        clf.to_str().unwrap(),
+        "--no-elbo",
+        "--samples",
+        "10",
+        "--sampler",
+        "ddim",
+        "--steps",
+        "2",
+        "--class",
+        "all",
+        "--guidance",
+        "2",
+        "--grid",
+        grid.to_str().unwrap(),
+        "-q",
+    ]);
+    ok(&out);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // 10 tiles of 28×28 in 3 rows × 4 columns with 2-pixel padding.
+    assert_eq!(png_size(&grid), (4 * 28 + 5 * 2, 3 * 28 + 4 * 2));
+    let q = &json["quality"];
+    assert_eq!(q["samples"], 10);
+    let per = q["labelled_as_class_per_class"].as_array().unwrap();
+    assert_eq!(per.len(), 4);
+    let overall = q["labelled_as_class"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&overall));
+    // 10 samples over 4 classes: 3, 3, 2, 2 — the overall fraction weights classes so.
+    let weighted = per
+        .iter()
+        .zip([3.0, 3.0, 2.0, 2.0])
+        .map(|(v, n)| v.as_f64().unwrap() * n)
+        .sum::<f64>()
+        / 10.0;
+    assert!((weighted - overall).abs() < 1e-9, "{weighted} vs {overall}");
+    let real = q["confident_fraction_real_test"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&real));
+
+    // A model without labels cannot be sampled per class.
+    ok(&ddpm(&[
+        "init",
+        "--preset",
+        "tiny",
+        "--dataset",
+        "synthetic",
+        "--out",
+        w.to_str().unwrap(),
+    ]));
+    let err = one_line_error(&ddpm(&[
+        "eval",
+        "--weights",
+        w.to_str().unwrap(),
+        "--classifier",
+        clf.to_str().unwrap(),
+        "--no-elbo",
+        "--samples",
+        "8",
+        "--class",
+        "all",
+    ]));
+    assert!(err.contains("labels"), "{err}");
+}

@@ -119,7 +119,12 @@ pub fn train_classifier(
         let grads = loss.backward();
         last = loss.into_scalar::<f32>() as f64;
         let mut grads = GradientsParams::from_grads(grads, &model);
-        let lr = 1e-3 * ((step + 1) as f64 / 100.0).min(1.0);
+        // 100 warm-up steps, then cosine decay to 0: converged, decisive predictions.
+        let progress_frac = step as f64 / steps.max(1) as f64;
+        let lr = 1e-3
+            * ((step + 1) as f64 / 100.0).min(1.0)
+            * 0.5
+            * (1.0 + (std::f64::consts::PI * progress_frac).cos());
         model = adam_update(
             model,
             &mut grads,

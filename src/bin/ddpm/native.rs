@@ -11,6 +11,17 @@ use ddpm_web::sampler::{Sampler, SamplerConfig, SamplerKind, Variance};
 use ddpm_web::weights::{self, ModelManifest, StorageDtype, TrainingInfo};
 use ddpm_web::{ScheduleConfig, UNetConfig};
 
+/// `println!` that ends the program quietly when stdout is closed (`ddpm info … | head`)
+/// instead of panicking.
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 #[derive(Parser)]
 #[command(
     name = "ddpm",
@@ -874,7 +885,13 @@ fn eval(a: EvalArgs) -> Result<(), String> {
             }
         }
         let n_real = a.samples.min(test.len());
-        let (_, test_feats) = probe(&clf, &test.images[..n_real * per], shape, &device)?;
+        let (test_probs, test_feats) = probe(&clf, &test.images[..n_real * per], shape, &device)?;
+        // The same confidence figure for real test images, as the reference.
+        let test_confident = test_probs
+            .iter()
+            .filter(|p| p[classifier::argmax(p)] >= 0.9)
+            .count() as f64
+            / n_real.max(1) as f64;
         let mut train = load(&dataset, &a.data, Split::Train)?;
         train.truncate(n_real);
         let (_, train_feats) = probe(&clf, &train.images, shape, &device)?;
@@ -889,6 +906,7 @@ fn eval(a: EvalArgs) -> Result<(), String> {
             "class": a.class,
             "guidance": a.guidance,
             "confident_fraction": confident as f64 / total,
+            "confident_fraction_real_test": test_confident,
             "class_histogram": hist.iter().map(|&c| c as f64 / total).collect::<Vec<_>>(),
             "labelled_as_class": (asked > 0).then(|| hit as f64 / asked as f64),
             "labelled_as_class_per_class": (asked > 0 && jobs.len() > 1).then(|| {
