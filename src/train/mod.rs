@@ -7,6 +7,7 @@ pub mod config;
 pub mod data;
 pub mod eval;
 pub mod optim;
+pub mod sample_set;
 pub mod trainer;
 
 pub use config::TrainConfig;

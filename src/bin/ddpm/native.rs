@@ -8,6 +8,8 @@ use ddpm_web::burn::tensor::Device;
 use ddpm_web::cli::{device, output, progress};
 use ddpm_web::image::Batch;
 use ddpm_web::sampler::{Sampler, SamplerConfig, SamplerKind, Variance};
+#[cfg(feature = "train")]
+use ddpm_web::train::sample_set::SampleSet;
 use ddpm_web::weights::{self, ModelManifest, StorageDtype, TrainingInfo};
 use ddpm_web::{ScheduleConfig, UNetConfig};
 
@@ -732,6 +734,17 @@ struct EvalArgs {
     /// Also write the first (up to 100) generated samples as a grid PNG.
     #[arg(long)]
     grid: Option<PathBuf>,
+    /// Seed of the first batch of samples (batch i uses seed + i); pieces of one evaluation
+    /// run with different seeds.
+    #[arg(long, default_value_t = 1000)]
+    seed: u64,
+    /// Keep the generated samples in this file (score them later with --load-samples).
+    #[arg(long)]
+    save_samples: Option<PathBuf>,
+    /// Score samples saved by --save-samples instead of drawing new ones (repeat the flag to
+    /// combine pieces made with different seeds).
+    #[arg(long)]
+    load_samples: Vec<PathBuf>,
     #[arg(long, default_value_t = 0.0)]
     guidance: f64,
     /// Skip the bound (bits/dim).
@@ -746,11 +759,13 @@ fn eval(a: EvalArgs) -> Result<(), String> {
     use ddpm_web::train::classifier::{self, frechet_distance, probe};
     use ddpm_web::train::data::{Split, load};
     use ddpm_web::train::eval::{ElboOptions, elbo};
+    use ddpm_web::train::sample_set;
     let (device, label) = pick_device(&a.device)?;
     let model = weights::load_from_path(&a.weights, &device).map_err(|e| e.to_string())?;
     let dataset = model.manifest.dataset.clone();
-    let mut test = load(&dataset, &a.data, Split::Test)?;
-    test.truncate(a.n);
+    // The bound uses the first --n test images; the Fréchet distance as many as there are samples.
+    let test = load(&dataset, &a.data, Split::Test)?;
+    let n_elbo = a.n.min(test.len());
     let start = Instant::now();
     let variance = match a.variance {
         VarianceArg::FixedSmall => Variance::FixedSmall,
@@ -766,7 +781,7 @@ fn eval(a: EvalArgs) -> Result<(), String> {
         let result = elbo(
             &model.unet,
             &model.schedule,
-            &test.images,
+            &test.images[..n_elbo * test.shape.iter().product::<usize>()],
             test.shape,
             ElboOptions {
                 batch: a.batch,
@@ -783,7 +798,34 @@ fn eval(a: EvalArgs) -> Result<(), String> {
         pb.finish_and_clear();
         out["elbo"] = serde_json::to_value(&result).unwrap_or_default();
     }
-    if a.samples > 0 {
+    let set = if !a.load_samples.is_empty() {
+        let mut set: Option<SampleSet> = None;
+        for path in &a.load_samples {
+            let more = sample_set::load(path)?;
+            match &mut set {
+                None => set = Some(more),
+                Some(s) => s
+                    .extend(more)
+                    .map_err(|e| format!("{}: {e}", path.display()))?,
+            }
+        }
+        set.filter(|s| !s.is_empty())
+    } else if a.samples > 0 {
+        Some(generate_samples(&a, &model, &device)?)
+    } else {
+        None
+    };
+    if let (Some(path), Some(set)) = (&a.save_samples, &set) {
+        sample_set::save(path, set)?;
+    }
+    if let Some(set) = set {
+        if set.shape != model.image_shape() {
+            return Err(format!(
+                "the samples are {:?} images, the model makes {:?}",
+                set.shape,
+                model.image_shape()
+            ));
+        }
         let path = a
             .classifier
             .clone()
@@ -796,82 +838,26 @@ fn eval(a: EvalArgs) -> Result<(), String> {
         })?;
         let (clf, _, _) =
             classifier::load(&bytes, &device).map_err(|e| format!("{}: {e}", path.display()))?;
-        let kind = match a.sampler {
-            SamplerArg::Ddpm => SamplerKind::Ddpm,
-            SamplerArg::Ddim => SamplerKind::Ddim,
-        };
-        let steps = a.steps.unwrap_or(match kind {
-            SamplerKind::Ddpm => model.schedule.timesteps(),
-            SamplerKind::Ddim => 50,
-        });
-        let shape = model.image_shape();
+        let shape = set.shape;
         let per: usize = shape.iter().product();
-        let classes = model.manifest.model.num_classes;
-        // (class, how many) per sampling job; `all` → an even split over the classes.
-        let jobs: Vec<(Option<usize>, usize)> = match a.class.as_deref() {
-            None => vec![(None, a.samples)],
-            Some("all") => {
-                if classes == 0 {
-                    return Err("--class all needs a model trained with labels".into());
-                }
-                (0..classes)
-                    .map(|k| {
-                        let n = a.samples / classes + usize::from(k < a.samples % classes);
-                        (Some(k), n)
-                    })
-                    .collect()
-            }
-            Some(s) => vec![(Some(parse_class(s, &model.manifest)?), a.samples)],
-        };
-        let mut images = Vec::with_capacity(a.samples * per);
-        let mut wanted = Vec::with_capacity(a.samples);
-        let pb = progress::bar((a.samples * steps) as u64, "sampling", a.quiet);
-        let mut chunk_index = 0u64;
-        for &(class, n) in &jobs {
-            for chunk in (0..n).step_by(a.batch.max(1)) {
-                let count = a.batch.max(1).min(n - chunk);
-                let config = SamplerConfig::new()
-                    .with_kind(kind)
-                    .with_steps(steps)
-                    .with_count(count)
-                    .with_seed(1000 + chunk_index)
-                    .with_class(class)
-                    .with_guidance(a.guidance);
-                chunk_index += 1;
-                let mut sampler = Sampler::new(
-                    &model.schedule,
-                    &config,
-                    shape,
-                    model.manifest.model.num_classes,
-                    &device,
-                )
-                .map_err(|e| e.to_string())?;
-                while sampler.step(&model.unet).is_some() {
-                    pb.inc(count as u64);
-                }
-                images.extend(read_f32(sampler.x().clone())?);
-                wanted.extend(std::iter::repeat_n(class, count));
-            }
-        }
-        pb.finish_and_clear();
         if let Some(path) = &a.grid {
-            let n = wanted.len().min(100);
+            let n = set.len().min(100);
             let [c, h, w] = shape;
             output::write_grid(
                 path,
                 Batch {
-                    data: &images[..n * per],
+                    data: &set.images[..n * per],
                     shape: [n, c, h, w],
                 },
             )?;
         }
-        let (probs, feats) = probe(&clf, &images, shape, &device)?;
+        let (probs, feats) = probe(&clf, &set.images, shape, &device)?;
         let labels = probs.first().map_or(0, |p| p.len());
         let mut hist = vec![0usize; labels];
         let mut confident = 0;
         // Per wanted class: (samples, labelled so).
         let mut per_class = vec![(0usize, 0usize); labels];
-        for (p, want) in probs.iter().zip(&wanted) {
+        for (p, want) in probs.iter().zip(&set.wanted) {
             let arg = classifier::argmax(p);
             hist[arg] += 1;
             if p[arg] >= 0.9 {
@@ -884,7 +870,7 @@ fn eval(a: EvalArgs) -> Result<(), String> {
                 slot.1 += usize::from(arg == k);
             }
         }
-        let n_real = a.samples.min(test.len());
+        let n_real = set.len().min(test.len());
         let (test_probs, test_feats) = probe(&clf, &test.images[..n_real * per], shape, &device)?;
         // The same confidence figure for real test images, as the reference.
         let test_confident = test_probs
@@ -899,17 +885,14 @@ fn eval(a: EvalArgs) -> Result<(), String> {
         let (asked, hit) = per_class
             .iter()
             .fold((0, 0), |(a, h), &(n, k)| (a + n, h + k));
-        out["quality"] = serde_json::json!({
+        let several = per_class.iter().filter(|(n, _)| *n > 0).count() > 1;
+        let mut quality = serde_json::json!({
             "samples": probs.len(),
-            "sampler": format!("{kind:?}"),
-            "steps": steps,
-            "class": a.class,
-            "guidance": a.guidance,
             "confident_fraction": confident as f64 / total,
             "confident_fraction_real_test": test_confident,
             "class_histogram": hist.iter().map(|&c| c as f64 / total).collect::<Vec<_>>(),
             "labelled_as_class": (asked > 0).then(|| hit as f64 / asked as f64),
-            "labelled_as_class_per_class": (asked > 0 && jobs.len() > 1).then(|| {
+            "labelled_as_class_per_class": several.then(|| {
                 per_class
                     .iter()
                     .map(|&(n, k)| if n > 0 { k as f64 / n as f64 } else { 0.0 })
@@ -919,10 +902,93 @@ fn eval(a: EvalArgs) -> Result<(), String> {
             "frechet_train_vs_test_floor": frechet_distance(&train_feats, &test_feats),
             "real_images": n_real,
         });
+        if let (Some(q), Some(settings)) = (quality.as_object_mut(), set.settings.as_object()) {
+            for (k, v) in settings {
+                q.insert(k.clone(), v.clone());
+            }
+        }
+        out["quality"] = quality;
     }
     out["seconds"] = serde_json::json!(start.elapsed().as_secs_f64());
     println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     Ok(())
+}
+
+/// Draw `a.samples` samples for `eval` (split evenly over the classes for `--class all`).
+#[cfg(feature = "train")]
+fn generate_samples(
+    a: &EvalArgs,
+    model: &weights::LoadedModel,
+    device: &Device,
+) -> Result<SampleSet, String> {
+    let kind = match a.sampler {
+        SamplerArg::Ddpm => SamplerKind::Ddpm,
+        SamplerArg::Ddim => SamplerKind::Ddim,
+    };
+    let steps = a.steps.unwrap_or(match kind {
+        SamplerKind::Ddpm => model.schedule.timesteps(),
+        SamplerKind::Ddim => 50,
+    });
+    let shape = model.image_shape();
+    let per: usize = shape.iter().product();
+    let classes = model.manifest.model.num_classes;
+    // (class, how many) per sampling job; `all` → an even split over the classes.
+    let jobs: Vec<(Option<usize>, usize)> = match a.class.as_deref() {
+        None => vec![(None, a.samples)],
+        Some("all") => {
+            if classes == 0 {
+                return Err("--class all needs a model trained with labels".into());
+            }
+            (0..classes)
+                .map(|k| {
+                    (
+                        Some(k),
+                        a.samples / classes + usize::from(k < a.samples % classes),
+                    )
+                })
+                .collect()
+        }
+        Some(s) => vec![(Some(parse_class(s, &model.manifest)?), a.samples)],
+    };
+    let mut images = Vec::with_capacity(a.samples * per);
+    let mut wanted = Vec::with_capacity(a.samples);
+    let pb = progress::bar((a.samples * steps) as u64, "sampling", a.quiet);
+    let mut chunk_index = 0u64;
+    for &(class, n) in &jobs {
+        for chunk in (0..n).step_by(a.batch.max(1)) {
+            let count = a.batch.max(1).min(n - chunk);
+            let config = SamplerConfig::new()
+                .with_kind(kind)
+                .with_steps(steps)
+                .with_count(count)
+                .with_seed(a.seed.wrapping_add(chunk_index))
+                .with_class(class)
+                .with_guidance(a.guidance);
+            chunk_index += 1;
+            let mut sampler = Sampler::new(&model.schedule, &config, shape, classes, device)
+                .map_err(|e| e.to_string())?;
+            while sampler.step(&model.unet).is_some() {
+                pb.inc(count as u64);
+            }
+            images.extend(read_f32(sampler.x().clone())?);
+            wanted.extend(std::iter::repeat_n(class, count));
+        }
+    }
+    pb.finish_and_clear();
+    Ok(SampleSet {
+        images,
+        shape,
+        wanted,
+        settings: serde_json::json!({
+            "dataset": model.manifest.dataset,
+            "sampler": format!("{kind:?}"),
+            "steps": steps,
+            "class": a.class,
+            "guidance": a.guidance,
+            "seed": a.seed,
+            "weights": a.weights.display().to_string(),
+        }),
+    })
 }
 
 #[cfg(feature = "train")]
