@@ -34,7 +34,15 @@ fn options(run: &Path) -> TrainOptions {
         quiet: true,
         stop: Arc::new(AtomicBool::new(false)),
         dataset: Some(synthetic(64, 28, 5)),
+        resume_changes: Default::default(),
     }
+}
+
+/// Burn's CPU backend draws initial weights from one process-wide generator, so tests that
+/// seed it and build models take turns (a resumed run must start from the same weights).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -43,6 +51,7 @@ fn mean(v: &[f64]) -> f64 {
 
 #[test]
 fn loss_decreases_and_resume_matches_an_uninterrupted_run() {
+    let _turn = serial();
     let dir = tempfile::tempdir().unwrap();
     let straight = dir.path().join("straight");
     let report = train(config(60), false, options(&straight)).unwrap();
@@ -84,6 +93,7 @@ fn loss_decreases_and_resume_matches_an_uninterrupted_run() {
 
 #[test]
 fn export_then_sample_and_corrupt_checkpoints() {
+    let _turn = serial();
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     train(config(10), false, options(&run)).unwrap();
@@ -142,6 +152,7 @@ fn export_then_sample_and_corrupt_checkpoints() {
 
 #[test]
 fn interrupted_runs_write_a_checkpoint() {
+    let _turn = serial();
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let opts = options(&run);
@@ -149,6 +160,32 @@ fn interrupted_runs_write_a_checkpoint() {
     let report = train(config(100), false, opts).unwrap();
     assert!(report.interrupted);
     assert!(run.join("checkpoint/state.json").exists());
+}
+
+#[test]
+fn resume_keeps_the_checkpoint_settings_but_applies_the_given_changes() {
+    let _turn = serial();
+    use ddpm_web::train::{ResumeChanges, checkpoint};
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    train(config(10), false, options(&run)).unwrap();
+    // A different lr in the config passed to a resumed run is ignored (the checkpoint wins)…
+    train(config(20).with_lr(0.5), true, options(&run)).unwrap();
+    let state = checkpoint::load(&run).unwrap().state;
+    assert_eq!((state.step, state.config.lr), (20, 2e-3));
+    // …unless it is asked for as a change.
+    let mut opts = options(&run);
+    opts.resume_changes = ResumeChanges {
+        lr: Some(1e-4),
+        checkpoint_every: Some(5),
+        ..Default::default()
+    };
+    train(config(25), true, opts).unwrap();
+    let state = checkpoint::load(&run).unwrap().state;
+    assert_eq!(state.step, 25);
+    assert_eq!(state.config.lr, 1e-4);
+    assert_eq!(state.config.checkpoint_every, 5);
+    assert_eq!(state.config.batch_size, 16);
 }
 
 #[test]
@@ -203,6 +240,7 @@ fn discretized_decoder_is_a_distribution_over_256_levels() {
 
 #[test]
 fn elbo_of_a_tiny_model_decomposes_and_the_stride_estimate_agrees() {
+    let _turn = serial();
     use ddpm_web::sampler::Variance;
     use ddpm_web::train::eval::{ElboOptions, elbo};
     let device = Device::flex();
@@ -284,13 +322,14 @@ fn frechet_distance_matches_the_closed_form_for_diagonal_covariances() {
 
 #[test]
 fn classifier_learns_the_synthetic_shapes_and_round_trips() {
+    let _turn = serial();
     use ddpm_web::train::classifier::{
         ClassifierConfig, argmax, load, probe, save, train_classifier,
     };
     let device = Device::flex();
     let data = synthetic(64, 28, 1);
     let config = ClassifierConfig::new(1, 28, 4);
-    let (model, loss) = train_classifier(&data, &config, 60, 16, 2, &device, |_, _| {}).unwrap();
+    let (model, loss) = train_classifier(&data, &config, 120, 16, 2, &device, |_, _| {}).unwrap();
     assert!(loss < 0.5, "final loss {loss}");
     let test = synthetic(40, 28, 7);
     let (probs, feats) = probe(&model, &test.images, test.shape, &device).unwrap();

@@ -11,4 +11,4 @@ pub mod sample_set;
 pub mod trainer;
 
 pub use config::TrainConfig;
-pub use trainer::{TrainOptions, TrainReport, export, train};
+pub use trainer::{ResumeChanges, TrainOptions, TrainReport, export, train};

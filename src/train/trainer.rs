@@ -36,6 +36,41 @@ pub struct TrainOptions {
     pub stop: Arc<AtomicBool>,
     /// Use this dataset instead of loading `config.dataset` (tests).
     pub dataset: Option<Dataset>,
+    /// Settings that replace the checkpoint's when resuming.
+    pub resume_changes: ResumeChanges,
+}
+
+/// What may change when a run is resumed (e.g. a lower learning rate for the last stretch);
+/// everything else comes from the checkpoint. The changed config is saved with the next
+/// checkpoint.
+#[derive(Debug, Clone, Default)]
+pub struct ResumeChanges {
+    /// Adam learning rate.
+    pub lr: Option<f64>,
+    /// EMA decay.
+    pub ema_decay: Option<f64>,
+    /// Checkpoint interval.
+    pub checkpoint_every: Option<u64>,
+    /// Sample-grid interval.
+    pub sample_every: Option<u64>,
+}
+
+impl ResumeChanges {
+    fn apply(&self, mut c: TrainConfig) -> TrainConfig {
+        if let Some(v) = self.lr {
+            c.lr = v;
+        }
+        if let Some(v) = self.ema_decay {
+            c.ema_decay = v;
+        }
+        if let Some(v) = self.checkpoint_every {
+            c.checkpoint_every = v;
+        }
+        if let Some(v) = self.sample_every {
+            c.sample_every = v;
+        }
+        c
+    }
 }
 
 /// What a run did.
@@ -79,7 +114,8 @@ pub fn train(config: TrainConfig, resume: bool, opts: TrainOptions) -> Result<Tr
         .map_err(|e| format!("cannot create {}: {e}", opts.run_dir.display()))?;
     let ad = opts.device.clone().autodiff();
 
-    // Resume: the checkpoint's config wins, except for the total number of steps.
+    // Resume: the checkpoint's config wins, except for the total number of steps and the
+    // settings in `opts.resume_changes`.
     let resumed = if resume {
         Some(checkpoint::load(&opts.run_dir)?)
     } else {
@@ -92,11 +128,12 @@ pub fn train(config: TrainConfig, resume: bool, opts: TrainOptions) -> Result<Tr
         None
     };
     let config = match &resumed {
-        Some(c) => c
-            .state
-            .config
-            .clone()
-            .with_steps(config.steps.max(c.state.step)),
+        Some(c) => opts.resume_changes.apply(
+            c.state
+                .config
+                .clone()
+                .with_steps(config.steps.max(c.state.step)),
+        ),
         None => config,
     };
     config.model.validate().map_err(|e| e.to_string())?;

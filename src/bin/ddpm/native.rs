@@ -195,7 +195,8 @@ struct TrainArgs {
     /// Run folder for checkpoints and sample grids.
     #[arg(long)]
     run: PathBuf,
-    /// Continue the run in --run from its last checkpoint.
+    /// Continue the run in --run from its last checkpoint, with its settings; --steps, --lr,
+    /// --ema-decay, --checkpoint-every and --sample-every typed here replace the checkpoint's.
     #[arg(long)]
     resume: bool,
     /// Folder with the datasets.
@@ -229,7 +230,28 @@ struct TrainArgs {
 }
 
 fn main_inner() -> Result<(), String> {
-    let cli = Cli::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).map_err(|e| e.to_string())?;
+    // Flags typed on the command line (not defaults): `train --resume` applies only those.
+    let given = |name: &str| {
+        matches
+            .subcommand()
+            .and_then(|(_, m)| m.value_source(name))
+            .is_some_and(|s| s == clap::parser::ValueSource::CommandLine)
+    };
+    #[cfg(feature = "train")]
+    let resume_changes = match &cli.command {
+        Command::Train(a) => ddpm_web::train::ResumeChanges {
+            lr: given("lr").then_some(a.lr),
+            ema_decay: given("ema_decay").then_some(a.ema_decay),
+            checkpoint_every: given("checkpoint_every").then_some(a.checkpoint_every),
+            sample_every: given("sample_every").then_some(a.sample_every),
+        },
+        _ => Default::default(),
+    };
+    #[cfg(not(feature = "train"))]
+    let _ = given;
     match cli.command {
         Command::Sample(args) => sample(args),
         Command::Info {
@@ -245,7 +267,7 @@ fn main_inner() -> Result<(), String> {
             out,
         } => init(&preset, &dataset, seed, f32, &out),
         #[cfg(feature = "train")]
-        Command::Train(args) => train(args),
+        Command::Train(args) => train(args, resume_changes),
         #[cfg(feature = "train")]
         Command::Export { run, out, f32 } => {
             let dtype = if f32 {
@@ -625,7 +647,7 @@ fn bench(
 }
 
 #[cfg(feature = "train")]
-fn train(args: TrainArgs) -> Result<(), String> {
+fn train(args: TrainArgs, resume_changes: ddpm_web::train::ResumeChanges) -> Result<(), String> {
     use ddpm_web::train::{TrainConfig, TrainOptions};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -673,6 +695,7 @@ fn train(args: TrainArgs) -> Result<(), String> {
             quiet: args.quiet,
             stop,
             dataset: None,
+            resume_changes,
         },
     )?;
     eprintln!(
