@@ -19,6 +19,11 @@ fn ok(out: &Output) {
     );
 }
 
+/// A small conditional U-Net config file (4 classes, like the synthetic dataset).
+const SMALL_CONFIG: &str = r#"{"image_channels":1,"image_size":28,"base_channels":8,
+    "channel_mults":[1,2],"res_blocks":1,"attention_resolutions":[],"groups":4,"dropout":0.0,
+    "num_classes":4}"#;
+
 fn png_size(path: &Path) -> (u32, u32) {
     let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
     let reader = decoder.read_info().unwrap();
@@ -218,12 +223,7 @@ fn bad_files_and_options_give_one_line_errors() {
 fn a_model_config_file_works_where_a_preset_does_and_bad_ones_are_explained() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("model.json");
-    std::fs::write(
-        &cfg,
-        r#"{"image_channels":1,"image_size":28,"base_channels":8,"channel_mults":[1,2],
-            "res_blocks":1,"attention_resolutions":[],"groups":4,"dropout":0.0,"num_classes":4}"#,
-    )
-    .unwrap();
+    std::fs::write(&cfg, SMALL_CONFIG).unwrap();
     let w = dir.path().join("m.safetensors");
     ok(&ddpm(&[
         "init",
@@ -282,12 +282,7 @@ fn eval_reports_each_class_under_guidance_and_writes_a_grid() {
         w.to_str().unwrap(),
     ]));
     let cfg = dir.path().join("model.json");
-    std::fs::write(
-        &cfg,
-        r#"{"image_channels":1,"image_size":28,"base_channels":8,"channel_mults":[1,2],
-            "res_blocks":1,"attention_resolutions":[],"groups":4,"dropout":0.0,"num_classes":4}"#,
-    )
-    .unwrap();
+    std::fs::write(&cfg, SMALL_CONFIG).unwrap();
     ok(&ddpm(&[
         "init",
         "--preset",

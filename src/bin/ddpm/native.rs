@@ -47,6 +47,32 @@ enum VarianceArg {
     FixedLarge,
 }
 
+impl From<SamplerArg> for SamplerKind {
+    fn from(a: SamplerArg) -> Self {
+        match a {
+            SamplerArg::Ddpm => SamplerKind::Ddpm,
+            SamplerArg::Ddim => SamplerKind::Ddim,
+        }
+    }
+}
+
+impl From<VarianceArg> for Variance {
+    fn from(a: VarianceArg) -> Self {
+        match a {
+            VarianceArg::FixedSmall => Variance::FixedSmall,
+            VarianceArg::FixedLarge => Variance::FixedLarge,
+        }
+    }
+}
+
+/// Steps when none are asked for: all T for DDPM, 50 (at most T) for DDIM.
+fn default_steps(kind: SamplerKind, schedule: &ddpm_web::Schedule) -> usize {
+    match kind {
+        SamplerKind::Ddpm => schedule.timesteps(),
+        SamplerKind::Ddim => 50.min(schedule.timesteps()),
+    }
+}
+
 #[derive(clap::Args)]
 struct SampleArgs {
     /// Weights file (.safetensors) written by `ddpm export` or `ddpm init`.
@@ -233,25 +259,25 @@ fn main_inner() -> Result<(), String> {
     use clap::{CommandFactory, FromArgMatches};
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).map_err(|e| e.to_string())?;
-    // Flags typed on the command line (not defaults): `train --resume` applies only those.
-    let given = |name: &str| {
-        matches
-            .subcommand()
-            .and_then(|(_, m)| m.value_source(name))
-            .is_some_and(|s| s == clap::parser::ValueSource::CommandLine)
-    };
+    // `train --resume` applies only the flags typed on the command line (not defaults).
     #[cfg(feature = "train")]
-    let resume_changes = match &cli.command {
-        Command::Train(a) => ddpm_web::train::ResumeChanges {
-            lr: given("lr").then_some(a.lr),
-            ema_decay: given("ema_decay").then_some(a.ema_decay),
-            checkpoint_every: given("checkpoint_every").then_some(a.checkpoint_every),
-            sample_every: given("sample_every").then_some(a.sample_every),
-        },
-        _ => Default::default(),
+    let resume_changes = {
+        let given = |name: &str| {
+            matches
+                .subcommand()
+                .and_then(|(_, m)| m.value_source(name))
+                .is_some_and(|s| s == clap::parser::ValueSource::CommandLine)
+        };
+        match &cli.command {
+            Command::Train(a) => ddpm_web::train::ResumeChanges {
+                lr: given("lr").then_some(a.lr),
+                ema_decay: given("ema_decay").then_some(a.ema_decay),
+                checkpoint_every: given("checkpoint_every").then_some(a.checkpoint_every),
+                sample_every: given("sample_every").then_some(a.sample_every),
+            },
+            _ => Default::default(),
+        }
     };
-    #[cfg(not(feature = "train"))]
-    let _ = given;
     match cli.command {
         Command::Sample(args) => sample(args),
         Command::Info {
@@ -361,22 +387,15 @@ fn sample(args: SampleArgs) -> Result<(), String> {
         None => None,
         Some(s) => Some(parse_class(s, manifest)?),
     };
-    let kind = match args.sampler {
-        SamplerArg::Ddpm => SamplerKind::Ddpm,
-        SamplerArg::Ddim => SamplerKind::Ddim,
-    };
-    let steps = args.steps.unwrap_or(match kind {
-        SamplerKind::Ddpm => model.schedule.timesteps(),
-        SamplerKind::Ddim => 50.min(model.schedule.timesteps()),
-    });
+    let kind = SamplerKind::from(args.sampler);
+    let steps = args
+        .steps
+        .unwrap_or_else(|| default_steps(kind, &model.schedule));
     let config = SamplerConfig::new()
         .with_kind(kind)
         .with_steps(steps)
         .with_eta(args.eta)
-        .with_variance(match args.variance {
-            VarianceArg::FixedSmall => Variance::FixedSmall,
-            VarianceArg::FixedLarge => Variance::FixedLarge,
-        })
+        .with_variance(args.variance.into())
         .with_clip_x0(!args.no_clip)
         .with_seed(args.seed)
         .with_count(args.count)
@@ -790,10 +809,6 @@ fn eval(a: EvalArgs) -> Result<(), String> {
     let test = load(&dataset, &a.data, Split::Test)?;
     let n_elbo = a.n.min(test.len());
     let start = Instant::now();
-    let variance = match a.variance {
-        VarianceArg::FixedSmall => Variance::FixedSmall,
-        VarianceArg::FixedLarge => Variance::FixedLarge,
-    };
     let mut out = serde_json::json!({
         "weights": a.weights.display().to_string(),
         "dataset": dataset,
@@ -809,7 +824,7 @@ fn eval(a: EvalArgs) -> Result<(), String> {
             ElboOptions {
                 batch: a.batch,
                 stride: a.elbo_stride,
-                variance,
+                variance: a.variance.into(),
                 seed: 0,
             },
             &device,
@@ -883,9 +898,7 @@ fn eval(a: EvalArgs) -> Result<(), String> {
         for (p, want) in probs.iter().zip(&set.wanted) {
             let arg = classifier::argmax(p);
             hist[arg] += 1;
-            if p[arg] >= 0.9 {
-                confident += 1;
-            }
+            confident += usize::from(is_confident(p));
             if let Some(k) = *want
                 && let Some(slot) = per_class.get_mut(k)
             {
@@ -896,11 +909,8 @@ fn eval(a: EvalArgs) -> Result<(), String> {
         let n_real = set.len().min(test.len());
         let (test_probs, test_feats) = probe(&clf, &test.images[..n_real * per], shape, &device)?;
         // The same confidence figure for real test images, as the reference.
-        let test_confident = test_probs
-            .iter()
-            .filter(|p| p[classifier::argmax(p)] >= 0.9)
-            .count() as f64
-            / n_real.max(1) as f64;
+        let test_confident =
+            test_probs.iter().filter(|p| is_confident(p)).count() as f64 / n_real.max(1) as f64;
         let mut train = load(&dataset, &a.data, Split::Train)?;
         train.truncate(n_real);
         let (_, train_feats) = probe(&clf, &train.images, shape, &device)?;
@@ -937,6 +947,12 @@ fn eval(a: EvalArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// The classifier labels an image with probability ≥ 0.9 (the "confident").
+#[cfg(feature = "train")]
+fn is_confident(p: &[f64]) -> bool {
+    p[ddpm_web::train::classifier::argmax(p)] >= 0.9
+}
+
 /// Draw `a.samples` samples for `eval` (split evenly over the classes for `--class all`).
 #[cfg(feature = "train")]
 fn generate_samples(
@@ -944,14 +960,10 @@ fn generate_samples(
     model: &weights::LoadedModel,
     device: &Device,
 ) -> Result<SampleSet, String> {
-    let kind = match a.sampler {
-        SamplerArg::Ddpm => SamplerKind::Ddpm,
-        SamplerArg::Ddim => SamplerKind::Ddim,
-    };
-    let steps = a.steps.unwrap_or(match kind {
-        SamplerKind::Ddpm => model.schedule.timesteps(),
-        SamplerKind::Ddim => 50,
-    });
+    let kind = SamplerKind::from(a.sampler);
+    let steps = a
+        .steps
+        .unwrap_or_else(|| default_steps(kind, &model.schedule));
     let shape = model.image_shape();
     let per: usize = shape.iter().product();
     let classes = model.manifest.model.num_classes;
