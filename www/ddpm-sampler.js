@@ -2,7 +2,7 @@
 // Worker (its own wasm Engine), so several widgets on a page run independently.
 //
 //   <script type="module" src="ddpm-sampler.js"></script>
-//   <ddpm-sampler src="weights/mnist.safetensors" sampler="ddim" steps="50" seed="7" count="16" controls></ddpm-sampler>
+//   <ddpm-sampler src="weights/mnist-small.safetensors" sampler="ddim" steps="50" seed="7" count="16" controls></ddpm-sampler>
 //
 // Attributes: src, sampler (ddpm|ddim), steps, eta, seed (empty = random), count, class
 // (index or name), guidance, variance (fixed-large|fixed-small), clip ("false" to disable),
