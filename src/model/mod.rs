@@ -1,6 +1,6 @@
 //! The U-Net noise model ε_θ, configured by [`UNetConfig`].
 
-mod blocks;
+pub mod blocks;
 mod config;
 mod embedding;
 mod unet;

@@ -112,7 +112,9 @@ pub fn train_classifier(
         }
         let x = Tensor::<4>::from_data(TensorData::new(x, [batch, c, h, w]), &ad);
         let onehot = Tensor::<2>::from_data(TensorData::new(onehot, [batch, config.classes]), &ad);
-        let loss = (log_softmax(model.forward(x), 1) * onehot)
+        // Clones, inputs kept alive: see `optim::mse_loss` on Burn's fusion.
+        let log_p = log_softmax(model.forward(x), 1);
+        let loss = (log_p.clone() * onehot.clone())
             .sum()
             .neg()
             .div_scalar(batch as f64);

@@ -12,7 +12,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::checkpoint::{self, CheckpointFiles, TrainState};
 use super::config::TrainConfig;
 use super::data::{self, Batcher, Dataset, Split};
-use super::optim::{AdamState, AdamStep, adam_update, ema_update, global_grad_norm};
+use super::optim::{AdamState, AdamStep, adam_update, ema_update, global_grad_norm, mse_loss};
 use crate::image::Batch;
 use crate::model::UNet;
 use crate::rng::Rng;
@@ -268,7 +268,7 @@ pub fn train(config: TrainConfig, resume: bool, opts: TrainOptions) -> Result<Tr
             .then(|| Tensor::<1, Int>::from_data(TensorData::new(ys, [bs]), &ad));
 
         let pred = model.forward(x_t, ts, ys);
-        let loss = (pred - eps).square().mean();
+        let loss = mse_loss(&pred, &eps);
         let grads = loss.backward();
         let loss_v = loss.into_scalar::<f32>() as f64;
         if !loss_v.is_finite() {

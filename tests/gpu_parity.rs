@@ -1,0 +1,256 @@
+//! The GPU (wgpu) training step agrees with the CPU (flex) one: loss, gradient norm and the
+//! parameters after a few Adam updates, from the same weights and the same batch.
+//!
+//! Runs only with `DDPM_GPU_TESTS=1` and a wgpu adapter (a real GPU, or lavapipe), since a
+//! software Vulkan device makes it slow; without them it says so and passes.
+#![cfg(feature = "train")]
+
+use ddpm_web::burn::optim::GradientsParams;
+use ddpm_web::burn::tensor::{Device, Int, Tensor, TensorData};
+use ddpm_web::train::optim::{AdamState, AdamStep, adam_update, global_grad_norm, mse_loss};
+use ddpm_web::weights::{StorageDtype, load_from_bytes, parameter_values, save_to_bytes};
+use ddpm_web::{ModelManifest, ScheduleConfig, UNetConfig};
+
+struct StepResult {
+    losses: Vec<f64>,
+    norms: Vec<f64>,
+    params: Vec<(String, Vec<usize>, Vec<f32>)>,
+}
+
+fn run_steps(device: &Device, weights: &[u8], steps: usize) -> StepResult {
+    let ad = device.clone().autodiff();
+    let mut model = load_from_bytes(weights, &ad).expect("load").unet;
+    let mut adam = AdamState::default();
+    let (bs, per) = (4usize, 28 * 28);
+    let mut losses = Vec::new();
+    let mut norms = Vec::new();
+    for s in 0..steps {
+        // A fixed, device-independent batch.
+        let x: Vec<f32> = (0..bs * per)
+            .map(|i| (((i * 7919 + s * 31) % 1000) as f32 / 500.0) - 1.0)
+            .collect();
+        let eps: Vec<f32> = (0..bs * per)
+            .map(|i| ((((i * 104_729 + s * 17) % 2000) as f32 / 1000.0) - 1.0) * 1.5)
+            .collect();
+        let x = Tensor::<4>::from_data(TensorData::new(x, [bs, 1, 28, 28]), &ad);
+        let eps = Tensor::<4>::from_data(TensorData::new(eps, [bs, 1, 28, 28]), &ad);
+        let t = Tensor::<1>::from_data(
+            TensorData::new(vec![1.0f32, 250.0, 600.0, 999.0], [bs]),
+            &ad,
+        );
+        let y = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 3, 9, 10], [bs]), &ad);
+        let pred = model.forward(x, t, Some(y));
+        let loss = mse_loss(&pred, &eps);
+        let grads = loss.backward();
+        losses.push(loss.into_scalar::<f32>() as f64);
+        // pred and eps stay alive until here (see mse_loss).
+        drop((pred, eps));
+        let mut grads = GradientsParams::from_grads(grads, &model);
+        norms.push(global_grad_norm(&model, &grads));
+        let step = AdamStep {
+            lr: 1e-3,
+            grad_scale: 1.0,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        };
+        model = adam_update(model, &mut grads, &mut adam, step);
+    }
+    StepResult {
+        losses,
+        norms,
+        params: parameter_values(&model),
+    }
+}
+
+fn close(a: f64, b: f64, rel: f64) -> bool {
+    (a - b).abs() <= rel * a.abs().max(b.abs()).max(1e-6)
+}
+
+#[test]
+fn gpu_training_steps_match_cpu() {
+    if std::env::var("DDPM_GPU_TESTS").ok().as_deref() != Some("1") {
+        eprintln!("skipped: set DDPM_GPU_TESTS=1 to compare GPU and CPU training steps");
+        return;
+    }
+    let gpu = match Device::wgpu_options().init() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("skipped: no wgpu adapter ({e})");
+            return;
+        }
+    };
+    let cpu = Device::flex();
+    cpu.seed(5);
+    let cfg = UNetConfig::preset("tiny-classes").expect("preset");
+    let model = cfg.init(&cpu).expect("init");
+    let manifest = ModelManifest::new(cfg.clone(), ScheduleConfig::new());
+    let weights = save_to_bytes(&model, &manifest, StorageDtype::F32).expect("save");
+
+    let steps = 3;
+    let c = run_steps(&cpu, &weights, steps);
+    let g = run_steps(&gpu, &weights, steps);
+    eprintln!("cpu losses {:?} norms {:?}", c.losses, c.norms);
+    eprintln!("gpu losses {:?} norms {:?}", g.losses, g.norms);
+    let mut worst = (0.0f64, String::new());
+    for ((name, _, a), (_, _, b)) in c.params.iter().zip(&g.params) {
+        let d = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs() as f64)
+            .fold(0.0, f64::max);
+        if d > worst.0 {
+            worst = (d, name.clone());
+        }
+    }
+    eprintln!(
+        "largest parameter difference after {steps} steps: {:.3e} in {}",
+        worst.0, worst.1
+    );
+    for s in 0..steps {
+        assert!(close(c.losses[s], g.losses[s], 1e-3), "loss at step {s}");
+        assert!(close(c.norms[s], g.norms[s], 1e-3), "grad norm at step {s}");
+    }
+    // Adam moves each weight by at most ~lr per step; a wrong update moves it by far more.
+    assert!(
+        worst.0 < 1e-4,
+        "parameters differ by {:.3e} in {}",
+        worst.0,
+        worst.1
+    );
+}
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().expect("f32")
+}
+
+#[test]
+fn gpu_ops_match_cpu() {
+    use ddpm_web::burn::tensor::activation::silu;
+    use ddpm_web::model::blocks::upsample_nearest2x;
+    if std::env::var("DDPM_GPU_TESTS").ok().as_deref() != Some("1") {
+        return;
+    }
+    let Ok(gpu) = Device::wgpu_options().init() else {
+        return;
+    };
+    let cpu = Device::flex();
+    let (b, c, h, w) = (2usize, 8usize, 7usize, 7usize);
+    let data: Vec<f32> = (0..b * c * h * w)
+        .map(|i| ((i * 37 % 101) as f32) / 50.0 - 1.0)
+        .collect();
+    let temb: Vec<f32> = (0..b * c).map(|i| i as f32 / 7.0 - 1.0).collect();
+    type Case = fn(Tensor<4>, Tensor<2>) -> Tensor<4>;
+    let cases: Vec<(&str, Case)> = vec![
+        ("upsample", |x, _| {
+            upsample_nearest2x(silu(x).mul_scalar(2.0)).add_scalar(1.0)
+        }),
+        ("temb broadcast", |x, t| {
+            let [b, c, _, _] = x.dims();
+            silu(x) + silu(t).reshape([b, c, 1, 1])
+        }),
+        ("attention layout", |x, _| {
+            let [b, c, h, w] = x.dims();
+            let s = silu(x.clone())
+                .reshape([b, c, h * w])
+                .swap_dims(1, 2)
+                .mul_scalar(3.0);
+            x + s.swap_dims(1, 2).reshape([b, c, h, w])
+        }),
+    ];
+    let mut bad = Vec::new();
+    for (name, f) in cases {
+        let run = |d: &Device| {
+            let x = Tensor::<4>::from_data(TensorData::new(data.clone(), [b, c, h, w]), d);
+            let t = Tensor::<2>::from_data(TensorData::new(temb.clone(), [b, c]), d);
+            values(f(x, t))
+        };
+        let (a, g) = (run(&cpu), run(&gpu));
+        let d = a
+            .iter()
+            .zip(&g)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        eprintln!("{name}: max difference {d:.3e}");
+        if d > 1e-4 {
+            bad.push(name);
+        }
+    }
+    // The whole U-Net forward, inference mode.
+    let cfg = UNetConfig::preset("tiny-classes").expect("preset");
+    cpu.seed(9);
+    let model = cfg.init(&cpu).expect("init");
+    let manifest = ModelManifest::new(cfg.clone(), ScheduleConfig::new());
+    let bytes = save_to_bytes(&model, &manifest, StorageDtype::F32).expect("save");
+    let run = |d: &Device| {
+        let m = load_from_bytes(&bytes, d).expect("load").unet;
+        let x = Tensor::<4>::from_data(
+            TensorData::new(
+                [&data[..], &data[..]].concat()[..2 * 784].to_vec(),
+                [2, 1, 28, 28],
+            ),
+            d,
+        );
+        let t = Tensor::<1>::from_data(TensorData::new(vec![5.0f32, 700.0], [2]), d);
+        let y = Tensor::<1, Int>::from_data(TensorData::new(vec![1i64, 10], [2]), d);
+        values(m.forward(x, t, Some(y)))
+    };
+    let (a, g) = (run(&cpu), run(&gpu));
+    let d = a
+        .iter()
+        .zip(&g)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    eprintln!("U-Net forward: max difference {d:.3e}");
+    if d > 1e-3 {
+        bad.push("U-Net forward");
+    }
+    assert!(bad.is_empty(), "GPU differs from CPU in: {bad:?}");
+}
+
+#[test]
+fn gpu_loss_matches_host() {
+    if std::env::var("DDPM_GPU_TESTS").ok().as_deref() != Some("1") {
+        return;
+    }
+    let Ok(gpu) = Device::wgpu_options().init() else {
+        return;
+    };
+    let cfg = UNetConfig::preset("tiny-classes").expect("preset");
+    let cpu = Device::flex();
+    cpu.seed(9);
+    let model = cfg.init(&cpu).expect("init");
+    let manifest = ModelManifest::new(cfg.clone(), ScheduleConfig::new());
+    let bytes = save_to_bytes(&model, &manifest, StorageDtype::F32).expect("save");
+    let (bs, per) = (4usize, 784usize);
+    let x: Vec<f32> = (0..bs * per)
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect();
+    let eps: Vec<f32> = (0..bs * per)
+        .map(|i| (((i * 104_729 % 2000) as f32 / 1000.0) - 1.0) * 1.5)
+        .collect();
+    for (label, d) in [
+        ("cpu", cpu.clone()),
+        ("gpu", gpu.clone()),
+        ("cpu-ad", cpu.clone().autodiff()),
+        ("gpu-ad", gpu.clone().autodiff()),
+    ] {
+        let m = load_from_bytes(&bytes, &d).expect("load").unet;
+        let xt = Tensor::<4>::from_data(TensorData::new(x.clone(), [bs, 1, 28, 28]), &d);
+        let et = Tensor::<4>::from_data(TensorData::new(eps.clone(), [bs, 1, 28, 28]), &d);
+        let t =
+            Tensor::<1>::from_data(TensorData::new(vec![1.0f32, 250.0, 600.0, 999.0], [bs]), &d);
+        let y = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 3, 9, 10], [bs]), &d);
+        let pred = m.forward(xt, t, Some(y));
+        let p = values(pred.clone());
+        let host: f64 = p
+            .iter()
+            .zip(&eps)
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum::<f64>()
+            / p.len() as f64;
+        let dev = mse_loss(&pred, &et).into_scalar::<f32>() as f64;
+        eprintln!("{label}: loss on the device {dev:.6}, on the host {host:.6}");
+        assert!(close(dev, host, 1e-4), "{label}: {dev} vs {host}");
+    }
+}
