@@ -874,8 +874,11 @@ fn eval(a: EvalArgs) -> Result<(), String> {
                 path.display()
             )
         })?;
+        // The classifier always runs on the CPU: it is small, and the score then does not
+        // depend on the GPU backend the samples were drawn with.
+        let cpu = Device::flex();
         let (clf, _, _) =
-            classifier::load(&bytes, &device).map_err(|e| format!("{}: {e}", path.display()))?;
+            classifier::load(&bytes, &cpu).map_err(|e| format!("{}: {e}", path.display()))?;
         let shape = set.shape;
         let per: usize = shape.iter().product();
         if let Some(path) = &a.grid {
@@ -889,7 +892,7 @@ fn eval(a: EvalArgs) -> Result<(), String> {
                 },
             )?;
         }
-        let (probs, feats) = probe(&clf, &set.images, shape, &device)?;
+        let (probs, feats) = probe(&clf, &set.images, shape, &cpu)?;
         let labels = probs.first().map_or(0, |p| p.len());
         let mut hist = vec![0usize; labels];
         let mut confident = 0;
@@ -907,13 +910,13 @@ fn eval(a: EvalArgs) -> Result<(), String> {
             }
         }
         let n_real = set.len().min(test.len());
-        let (test_probs, test_feats) = probe(&clf, &test.images[..n_real * per], shape, &device)?;
+        let (test_probs, test_feats) = probe(&clf, &test.images[..n_real * per], shape, &cpu)?;
         // The same confidence figure for real test images, as the reference.
         let test_confident =
             test_probs.iter().filter(|p| is_confident(p)).count() as f64 / n_real.max(1) as f64;
         let mut train = load(&dataset, &a.data, Split::Train)?;
         train.truncate(n_real);
-        let (_, train_feats) = probe(&clf, &train.images, shape, &device)?;
+        let (_, train_feats) = probe(&clf, &train.images, shape, &cpu)?;
         let total = probs.len() as f64;
         let (asked, hit) = per_class
             .iter()
