@@ -5,11 +5,30 @@
 //! software Vulkan device makes it slow; without them it says so and passes.
 #![cfg(feature = "train")]
 
+use std::sync::OnceLock;
+
 use ddpm_web::burn::optim::GradientsParams;
 use ddpm_web::burn::tensor::{Device, Int, Tensor, TensorData};
 use ddpm_web::train::optim::{AdamState, AdamStep, adam_update, global_grad_norm, mse_loss};
 use ddpm_web::weights::{StorageDtype, load_from_bytes, parameter_values, save_to_bytes};
 use ddpm_web::{ModelManifest, ScheduleConfig, UNetConfig};
+
+/// The wgpu device, initialised once per process (a second `init` fails), or `None` with a
+/// message when the tests are not asked for or no adapter exists.
+fn gpu() -> Option<Device> {
+    static GPU: OnceLock<Result<Device, String>> = OnceLock::new();
+    if std::env::var("DDPM_GPU_TESTS").ok().as_deref() != Some("1") {
+        eprintln!("skipped: set DDPM_GPU_TESTS=1 to compare the GPU with the CPU");
+        return None;
+    }
+    match GPU.get_or_init(|| Device::wgpu_options().init().map_err(|e| e.to_string())) {
+        Ok(d) => Some(d.clone()),
+        Err(e) => {
+            eprintln!("skipped: no wgpu adapter ({e})");
+            None
+        }
+    }
+}
 
 struct StepResult {
     losses: Vec<f64>,
@@ -69,17 +88,7 @@ fn close(a: f64, b: f64, rel: f64) -> bool {
 
 #[test]
 fn gpu_training_steps_match_cpu() {
-    if std::env::var("DDPM_GPU_TESTS").ok().as_deref() != Some("1") {
-        eprintln!("skipped: set DDPM_GPU_TESTS=1 to compare GPU and CPU training steps");
-        return;
-    }
-    let gpu = match Device::wgpu_options().init() {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("skipped: no wgpu adapter ({e})");
-            return;
-        }
-    };
+    let Some(gpu) = gpu() else { return };
     let cpu = Device::flex();
     cpu.seed(5);
     let cfg = UNetConfig::preset("tiny-classes").expect("preset");
@@ -128,12 +137,7 @@ fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 fn gpu_ops_match_cpu() {
     use ddpm_web::burn::tensor::activation::silu;
     use ddpm_web::model::blocks::upsample_nearest2x;
-    if std::env::var("DDPM_GPU_TESTS").ok().as_deref() != Some("1") {
-        return;
-    }
-    let Ok(gpu) = Device::wgpu_options().init() else {
-        return;
-    };
+    let Some(gpu) = gpu() else { return };
     let cpu = Device::flex();
     let (b, c, h, w) = (2usize, 8usize, 7usize, 7usize);
     let data: Vec<f32> = (0..b * c * h * w)
@@ -210,12 +214,7 @@ fn gpu_ops_match_cpu() {
 
 #[test]
 fn gpu_loss_matches_host() {
-    if std::env::var("DDPM_GPU_TESTS").ok().as_deref() != Some("1") {
-        return;
-    }
-    let Ok(gpu) = Device::wgpu_options().init() else {
-        return;
-    };
+    let Some(gpu) = gpu() else { return };
     let cfg = UNetConfig::preset("tiny-classes").expect("preset");
     let cpu = Device::flex();
     cpu.seed(9);
