@@ -65,7 +65,8 @@ impl AdamState {
 /// elementwise chain ending in a full reduction over tensors *moved* into it (their buffers
 /// marked reusable) returned wrong values (1.3·10⁶ for a loss of 0.92) and training diverged.
 /// The caller keeps `pred` and `target` alive until the loss has been read, which avoids that
-/// path; `tests/gpu_parity.rs` compares GPU and CPU training steps.
+/// path; `tests/gpu_parity.rs` compares GPU and CPU training steps. (Related upstream reports:
+/// tracel-ai/burn#5079 and #5257, fusion + autotune giving wrong results on Vulkan.)
 pub fn mse_loss<const D: usize>(pred: &Tensor<D>, target: &Tensor<D>) -> Tensor<1> {
     (pred.clone() - target.clone()).square().mean()
 }
