@@ -1,5 +1,6 @@
-//! The GPU (wgpu) training step agrees with the CPU (flex) one: loss, gradient norm and the
-//! parameters after a few Adam updates, from the same weights and the same batch.
+//! The GPU (wgpu) agrees with the CPU (flex): training steps (loss, gradient norm and the
+//! parameters after a few Adam updates, from the same weights and batch), the U-Net forward and
+//! a few tensor layouts it uses, and the loss on the device against one computed on the host.
 //!
 //! Runs only with `DDPM_GPU_TESTS=1` and a wgpu adapter (a real GPU, or lavapipe), since a
 //! software Vulkan device makes it slow; without them it says so and passes.
@@ -30,6 +31,32 @@ fn gpu() -> Option<Device> {
     }
 }
 
+const BS: usize = 4;
+const PER: usize = 28 * 28;
+
+/// A fixed, device-independent batch for step `s`: x_t, ε, t and labels (10 = "no label").
+fn batch(s: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<i64>) {
+    let x = (0..BS * PER)
+        .map(|i| (((i * 7919 + s * 31) % 1000) as f32 / 500.0) - 1.0)
+        .collect();
+    let eps = (0..BS * PER)
+        .map(|i| ((((i * 104_729 + s * 17) % 2000) as f32 / 1000.0) - 1.0) * 1.5)
+        .collect();
+    (x, eps, vec![1.0, 250.0, 600.0, 999.0], vec![0, 3, 9, 10])
+}
+
+fn upload(
+    (x, eps, t, y): (Vec<f32>, Vec<f32>, Vec<f32>, Vec<i64>),
+    d: &Device,
+) -> (Tensor<4>, Tensor<4>, Tensor<1>, Tensor<1, Int>) {
+    (
+        Tensor::from_data(TensorData::new(x, [BS, 1, 28, 28]), d),
+        Tensor::from_data(TensorData::new(eps, [BS, 1, 28, 28]), d),
+        Tensor::from_data(TensorData::new(t, [BS]), d),
+        Tensor::from_data(TensorData::new(y, [BS]), d),
+    )
+}
+
 struct StepResult {
     losses: Vec<f64>,
     norms: Vec<f64>,
@@ -40,24 +67,10 @@ fn run_steps(device: &Device, weights: &[u8], steps: usize) -> StepResult {
     let ad = device.clone().autodiff();
     let mut model = load_from_bytes(weights, &ad).expect("load").unet;
     let mut adam = AdamState::default();
-    let (bs, per) = (4usize, 28 * 28);
     let mut losses = Vec::new();
     let mut norms = Vec::new();
     for s in 0..steps {
-        // A fixed, device-independent batch.
-        let x: Vec<f32> = (0..bs * per)
-            .map(|i| (((i * 7919 + s * 31) % 1000) as f32 / 500.0) - 1.0)
-            .collect();
-        let eps: Vec<f32> = (0..bs * per)
-            .map(|i| ((((i * 104_729 + s * 17) % 2000) as f32 / 1000.0) - 1.0) * 1.5)
-            .collect();
-        let x = Tensor::<4>::from_data(TensorData::new(x, [bs, 1, 28, 28]), &ad);
-        let eps = Tensor::<4>::from_data(TensorData::new(eps, [bs, 1, 28, 28]), &ad);
-        let t = Tensor::<1>::from_data(
-            TensorData::new(vec![1.0f32, 250.0, 600.0, 999.0], [bs]),
-            &ad,
-        );
-        let y = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 3, 9, 10], [bs]), &ad);
+        let (x, eps, t, y) = upload(batch(s), &ad);
         let pred = model.forward(x, t, Some(y));
         let loss = mse_loss(&pred, &eps);
         let grads = loss.backward();
@@ -86,16 +99,28 @@ fn close(a: f64, b: f64, rel: f64) -> bool {
     (a - b).abs() <= rel * a.abs().max(b.abs()).max(1e-6)
 }
 
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// A `tiny-classes` U-Net initialised on the CPU with `seed`, as a weights file.
+fn tiny_weights(seed: u64) -> Vec<u8> {
+    let cpu = Device::flex();
+    cpu.seed(seed);
+    let cfg = UNetConfig::preset("tiny-classes").expect("preset");
+    let model = cfg.init(&cpu).expect("init");
+    let manifest = ModelManifest::new(cfg, ScheduleConfig::new());
+    save_to_bytes(&model, &manifest, StorageDtype::F32).expect("save")
+}
+
 #[test]
 fn gpu_training_steps_match_cpu() {
     let Some(gpu) = gpu() else { return };
     let cpu = Device::flex();
-    cpu.seed(5);
-    let cfg = UNetConfig::preset("tiny-classes").expect("preset");
-    let model = cfg.init(&cpu).expect("init");
-    let manifest = ModelManifest::new(cfg.clone(), ScheduleConfig::new());
-    let weights = save_to_bytes(&model, &manifest, StorageDtype::F32).expect("save");
-
+    let weights = tiny_weights(5);
     let steps = 3;
     let c = run_steps(&cpu, &weights, steps);
     let g = run_steps(&gpu, &weights, steps);
@@ -103,11 +128,7 @@ fn gpu_training_steps_match_cpu() {
     eprintln!("gpu losses {:?} norms {:?}", g.losses, g.norms);
     let mut worst = (0.0f64, String::new());
     for ((name, _, a), (_, _, b)) in c.params.iter().zip(&g.params) {
-        let d = a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs() as f64)
-            .fold(0.0, f64::max);
+        let d = max_diff(a, b) as f64;
         if d > worst.0 {
             worst = (d, name.clone());
         }
@@ -170,41 +191,23 @@ fn gpu_ops_match_cpu() {
             values(f(x, t))
         };
         let (a, g) = (run(&cpu), run(&gpu));
-        let d = a
-            .iter()
-            .zip(&g)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0f32, f32::max);
+        let d = max_diff(&a, &g);
         eprintln!("{name}: max difference {d:.3e}");
         if d > 1e-4 {
             bad.push(name);
         }
     }
     // The whole U-Net forward, inference mode.
-    let cfg = UNetConfig::preset("tiny-classes").expect("preset");
-    cpu.seed(9);
-    let model = cfg.init(&cpu).expect("init");
-    let manifest = ModelManifest::new(cfg.clone(), ScheduleConfig::new());
-    let bytes = save_to_bytes(&model, &manifest, StorageDtype::F32).expect("save");
+    let bytes = tiny_weights(9);
     let run = |d: &Device| {
         let m = load_from_bytes(&bytes, d).expect("load").unet;
-        let x = Tensor::<4>::from_data(
-            TensorData::new(
-                [&data[..], &data[..]].concat()[..2 * 784].to_vec(),
-                [2, 1, 28, 28],
-            ),
-            d,
-        );
+        let x = Tensor::<4>::from_data(TensorData::new(data.repeat(2), [2, 1, 28, 28]), d);
         let t = Tensor::<1>::from_data(TensorData::new(vec![5.0f32, 700.0], [2]), d);
         let y = Tensor::<1, Int>::from_data(TensorData::new(vec![1i64, 10], [2]), d);
         values(m.forward(x, t, Some(y)))
     };
     let (a, g) = (run(&cpu), run(&gpu));
-    let d = a
-        .iter()
-        .zip(&g)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0f32, f32::max);
+    let d = max_diff(&a, &g);
     eprintln!("U-Net forward: max difference {d:.3e}");
     if d > 1e-3 {
         bad.push("U-Net forward");
@@ -215,19 +218,9 @@ fn gpu_ops_match_cpu() {
 #[test]
 fn gpu_loss_matches_host() {
     let Some(gpu) = gpu() else { return };
-    let cfg = UNetConfig::preset("tiny-classes").expect("preset");
     let cpu = Device::flex();
-    cpu.seed(9);
-    let model = cfg.init(&cpu).expect("init");
-    let manifest = ModelManifest::new(cfg.clone(), ScheduleConfig::new());
-    let bytes = save_to_bytes(&model, &manifest, StorageDtype::F32).expect("save");
-    let (bs, per) = (4usize, 784usize);
-    let x: Vec<f32> = (0..bs * per)
-        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
-        .collect();
-    let eps: Vec<f32> = (0..bs * per)
-        .map(|i| (((i * 104_729 % 2000) as f32 / 1000.0) - 1.0) * 1.5)
-        .collect();
+    let bytes = tiny_weights(9);
+    let eps = batch(0).1;
     for (label, d) in [
         ("cpu", cpu.clone()),
         ("gpu", gpu.clone()),
@@ -235,11 +228,7 @@ fn gpu_loss_matches_host() {
         ("gpu-ad", gpu.clone().autodiff()),
     ] {
         let m = load_from_bytes(&bytes, &d).expect("load").unet;
-        let xt = Tensor::<4>::from_data(TensorData::new(x.clone(), [bs, 1, 28, 28]), &d);
-        let et = Tensor::<4>::from_data(TensorData::new(eps.clone(), [bs, 1, 28, 28]), &d);
-        let t =
-            Tensor::<1>::from_data(TensorData::new(vec![1.0f32, 250.0, 600.0, 999.0], [bs]), &d);
-        let y = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 3, 9, 10], [bs]), &d);
+        let (xt, et, t, y) = upload(batch(0), &d);
         let pred = m.forward(xt, t, Some(y));
         let p = values(pred.clone());
         let host: f64 = p
