@@ -10,7 +10,9 @@ use std::sync::OnceLock;
 
 use ddpm_web::burn::optim::GradientsParams;
 use ddpm_web::burn::tensor::{Device, Int, Tensor, TensorData};
-use ddpm_web::train::optim::{AdamState, AdamStep, adam_update, global_grad_norm, mse_loss};
+use ddpm_web::train::optim::{
+    AdamState, AdamStep, adam_update_scaled, clip_scale, global_grad_norm_tensor, mse_loss,
+};
 use ddpm_web::weights::{StorageDtype, load_from_bytes, parameter_values, save_to_bytes};
 use ddpm_web::{ModelManifest, ScheduleConfig, UNetConfig};
 
@@ -63,22 +65,20 @@ struct StepResult {
     params: Vec<(String, Vec<usize>, Vec<f32>)>,
 }
 
+/// `steps` training steps as the trainer takes them: clipping by a multiplier left on the device,
+/// and the losses and gradient norms read only at the end (their inputs kept alive until then).
 fn run_steps(device: &Device, weights: &[u8], steps: usize) -> StepResult {
     let ad = device.clone().autodiff();
     let mut model = load_from_bytes(weights, &ad).expect("load").unet;
     let mut adam = AdamState::default();
-    let mut losses = Vec::new();
-    let mut norms = Vec::new();
+    let mut pending = Vec::new();
     for s in 0..steps {
         let (x, eps, t, y) = upload(batch(s), &ad);
         let pred = model.forward(x, t, Some(y));
         let loss = mse_loss(&pred, &eps);
         let grads = loss.backward();
-        losses.push(loss.into_scalar::<f32>() as f64);
-        // pred and eps stay alive until here (see mse_loss).
-        drop((pred, eps));
         let mut grads = GradientsParams::from_grads(grads, &model);
-        norms.push(global_grad_norm(&model, &grads));
+        let norm = global_grad_norm_tensor(&model, &grads).expect("gradients");
         let step = AdamStep {
             lr: 1e-3,
             grad_scale: 1.0,
@@ -86,8 +86,20 @@ fn run_steps(device: &Device, weights: &[u8], steps: usize) -> StepResult {
             beta2: 0.999,
             eps: 1e-8,
         };
-        model = adam_update(model, &mut grads, &mut adam, step);
+        // A limit below every norm seen here, so that the clipping multiplier is in play.
+        let scale = clip_scale(&model, &grads, 0.05);
+        model = adam_update_scaled(model, &mut grads, &mut adam, step, scale);
+        pending.push((loss.inner(), norm.inner(), pred.inner(), eps.inner()));
     }
+    let read = |v: Vec<Tensor<1>>| -> Vec<f64> {
+        values(Tensor::cat(v, 0))
+            .into_iter()
+            .map(f64::from)
+            .collect()
+    };
+    let losses = read(pending.iter().map(|p| p.0.clone()).collect());
+    let norms = read(pending.iter().map(|p| p.1.clone()).collect());
+    drop(pending);
     StepResult {
         losses,
         norms,
@@ -136,6 +148,11 @@ fn gpu_training_steps_match_cpu() {
     eprintln!(
         "largest parameter difference after {steps} steps: {:.3e} in {}",
         worst.0, worst.1
+    );
+    assert!(
+        c.norms.iter().all(|&n| n > 0.05),
+        "clipping was not in play: norms {:?}",
+        c.norms
     );
     for s in 0..steps {
         assert!(close(c.losses[s], g.losses[s], 1e-3), "loss at step {s}");

@@ -189,6 +189,38 @@ fn resume_keeps_the_checkpoint_settings_but_applies_the_given_changes() {
 }
 
 #[test]
+fn a_diverging_run_stops_with_a_message_and_keeps_the_last_good_checkpoint() {
+    let _turn = serial();
+    use ddpm_web::train::{ResumeChanges, checkpoint};
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    train(config(10), false, options(&run)).unwrap();
+    let before = std::fs::read(run.join("checkpoint").join("model.safetensors")).unwrap();
+    // An absurd learning rate overflows the weights within a few steps; no checkpoint falls due
+    // before step 100, so the losses are read in batches (and once more at the end).
+    let mut opts = options(&run);
+    opts.resume_changes = ResumeChanges {
+        lr: Some(1e30),
+        checkpoint_every: Some(100),
+        ..Default::default()
+    };
+    let err = train(config(60), true, opts).unwrap_err();
+    assert!(err.contains("the loss became"), "{err}");
+    assert!(err.contains("last good checkpoint"), "{err}");
+    let step: u64 = err
+        .split("at step ")
+        .nth(1)
+        .and_then(|r| r.split(';').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no step in: {err}"));
+    assert!((11..=60).contains(&step), "{err}");
+    // The checkpoint from step 10 is untouched and still loads.
+    assert_eq!(checkpoint::load(&run).unwrap().state.step, 10);
+    let after = std::fs::read(run.join("checkpoint").join("model.safetensors")).unwrap();
+    assert!(before == after);
+}
+
+#[test]
 fn data_loaders_read_the_shared_datasets_or_explain() {
     use ddpm_web::train::data::{Split, load};
     let data = Path::new("../shared/data");

@@ -88,14 +88,36 @@ impl ModuleVisitor for GradNorm<'_> {
     }
 }
 
-/// √(Σ‖g‖²) over all parameters (one read-back).
-pub fn global_grad_norm<M: Module>(model: &M, grads: &GradientsParams) -> f64 {
+/// √(Σ‖g‖²) over all parameters, left on the device (`None` when nothing has a gradient).
+pub fn global_grad_norm_tensor<M: Module>(model: &M, grads: &GradientsParams) -> Option<Tensor<1>> {
     let mut v = GradNorm { grads, sum: None };
     model.visit(&mut v);
-    v.sum
-        .map(|s| s.into_scalar::<f32>() as f64)
+    v.sum.map(|s| s.sqrt())
+}
+
+/// √(Σ‖g‖²) over all parameters (one read-back).
+pub fn global_grad_norm<M: Module>(model: &M, grads: &GradientsParams) -> f64 {
+    global_grad_norm_tensor(model, grads)
+        .map(|n| n.into_scalar::<f32>() as f64)
         .unwrap_or(0.0)
-        .sqrt()
+}
+
+/// The global-norm clipping multiplier min(1, max_norm / (‖g‖ + 10⁻⁶)), computed on the device
+/// so that a training step needs no read-back (`None` when clipping is off).
+pub fn clip_scale<M: Module>(
+    model: &M,
+    grads: &GradientsParams,
+    max_norm: f64,
+) -> Option<Tensor<1>> {
+    if max_norm <= 0.0 {
+        return None;
+    }
+    global_grad_norm_tensor(model, grads).map(|n| {
+        n.add_scalar(1e-6)
+            .recip()
+            .mul_scalar(max_norm)
+            .clamp_max(1.0)
+    })
 }
 
 /// Adam hyper-parameters for one update.
@@ -118,6 +140,8 @@ struct AdamMapper<'a> {
     grads: &'a mut GradientsParams,
     state: &'a mut AdamState,
     step: AdamStep,
+    /// Multiplier held on the device (clipping), applied on top of `step.grad_scale`.
+    scale: Option<Tensor<1>>,
 }
 
 impl ModuleMapper for AdamMapper<'_> {
@@ -137,7 +161,10 @@ impl ModuleMapper for AdamMapper<'_> {
         let shape = tensor.dims();
         let n: usize = shape.iter().product();
         let w = tensor.inner().reshape([n]);
-        let g = grad.inner().reshape([n]).mul_scalar(self.step.grad_scale);
+        let mut g = grad.inner().reshape([n]).mul_scalar(self.step.grad_scale);
+        if let Some(scale) = &self.scale {
+            g = g * scale.clone();
+        }
         let s = self.step;
         let m = match self.state.m.remove(&key) {
             Some(m) => m.mul_scalar(s.beta1) + g.clone().mul_scalar(1.0 - s.beta1),
@@ -169,12 +196,25 @@ pub fn adam_update<M: Module>(
     state: &mut AdamState,
     step: AdamStep,
 ) -> M {
+    adam_update_scaled(model, grads, state, step, None)
+}
+
+/// [`adam_update`] with the gradients also multiplied by `scale`, a one-element tensor on the
+/// device (the multiplier of [`clip_scale`]).
+pub fn adam_update_scaled<M: Module>(
+    model: M,
+    grads: &mut GradientsParams,
+    state: &mut AdamState,
+    step: AdamStep,
+    scale: Option<Tensor<1>>,
+) -> M {
     state.t += 1;
     model.map(&mut AdamMapper {
         path: Vec::new(),
         grads,
         state,
         step,
+        scale,
     })
 }
 

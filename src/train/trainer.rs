@@ -12,7 +12,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::checkpoint::{self, CheckpointFiles, TrainState};
 use super::config::TrainConfig;
 use super::data::{self, Batcher, Dataset, Split};
-use super::optim::{AdamState, AdamStep, adam_update, ema_update, global_grad_norm, mse_loss};
+use super::optim::{AdamState, AdamStep, adam_update_scaled, clip_scale, ema_update, mse_loss};
 use crate::image::Batch;
 use crate::model::UNet;
 use crate::rng::Rng;
@@ -162,7 +162,7 @@ pub fn train(config: TrainConfig, resume: bool, opts: TrainOptions) -> Result<Tr
     let mut batcher = Batcher::new(ds.len(), config.seed, flip);
     let mut rng = Rng::new(config.seed ^ 0x7EA1_5EED);
 
-    let (mut model, mut ema, mut adam, start_step, mut loss_ema, mut seconds) = match resumed {
+    let (mut model, mut ema, mut adam, start_step, loss_ema, mut seconds) = match resumed {
         Some(files) => {
             let model = weights::load_from_bytes(&files.model, &ad)
                 .map_err(|e| format!("checkpoint model: {e}"))?
@@ -201,7 +201,7 @@ pub fn train(config: TrainConfig, resume: bool, opts: TrainOptions) -> Result<Tr
     let pb = crate::cli::progress::bar(config.steps, "training", opts.quiet);
     pb.set_position(start_step);
     let started = Instant::now();
-    let mut losses = Vec::new();
+    let mut log = LossLog::new(loss_ema);
     let mut step = start_step;
     let mut interrupted = false;
 
@@ -270,22 +270,7 @@ pub fn train(config: TrainConfig, resume: bool, opts: TrainOptions) -> Result<Tr
         let pred = model.forward(x_t, ts, ys);
         let loss = mse_loss(&pred, &eps);
         let grads = loss.backward();
-        let loss_v = loss.into_scalar::<f32>() as f64;
-        if !loss_v.is_finite() {
-            pb.abandon();
-            return Err(format!(
-                "the loss became {loss_v} at step {}; stopped without saving (the last good checkpoint in {} is kept). Try a lower --lr",
-                step + 1,
-                checkpoint::dir(&opts.run_dir).display()
-            ));
-        }
         let mut grads = GradientsParams::from_grads(grads, &model);
-        let norm = global_grad_norm(&model, &grads);
-        let grad_scale = if config.grad_clip > 0.0 && norm > config.grad_clip {
-            config.grad_clip / (norm + 1e-6)
-        } else {
-            1.0
-        };
         let warm = if config.warmup_steps == 0 {
             1.0
         } else {
@@ -293,12 +278,13 @@ pub fn train(config: TrainConfig, resume: bool, opts: TrainOptions) -> Result<Tr
         };
         let adam_step = AdamStep {
             lr: config.lr * warm,
-            grad_scale,
+            grad_scale: 1.0,
             beta1: config.beta1,
             beta2: config.beta2,
             eps: config.adam_eps,
         };
-        model = adam_update(model, &mut grads, &mut adam, adam_step);
+        let scale = clip_scale(&model, &grads, config.grad_clip);
+        model = adam_update_scaled(model, &mut grads, &mut adam, adam_step, scale);
         let decay = if config.ema_warmup {
             config
                 .ema_decay
@@ -308,40 +294,68 @@ pub fn train(config: TrainConfig, resume: bool, opts: TrainOptions) -> Result<Tr
         };
         ema = ema_update(ema, &model, decay);
         step += 1;
+        log.push(loss.inner(), pred.inner(), eps.inner());
 
-        loss_ema = if loss_ema.is_nan() {
-            loss_v
-        } else {
-            0.98 * loss_ema + 0.02 * loss_v
-        };
-        losses.push(loss_v);
+        let checkpoint_due = step % config.checkpoint_every.max(1) == 0 || step == config.steps;
+        let samples_due = config.sample_every > 0 && step % config.sample_every == 0;
+        if checkpoint_due || samples_due || log.due() || opts.stop.load(Ordering::SeqCst) {
+            if let Err(msg) = log.read(step, &opts.run_dir) {
+                pb.abandon();
+                return Err(msg);
+            }
+            pb.set_message(format!("loss {:.4}", log.loss_ema));
+        }
         pb.set_position(step);
-        pb.set_message(format!("loss {loss_ema:.4}"));
 
         let elapsed = seconds + started.elapsed().as_secs_f64();
-        if step % config.checkpoint_every.max(1) == 0 || step == config.steps {
-            save(step, &model, &ema, &adam, &batcher, &rng, loss_ema, elapsed)?;
+        if checkpoint_due {
+            save(
+                step,
+                &model,
+                &ema,
+                &adam,
+                &batcher,
+                &rng,
+                log.loss_ema,
+                elapsed,
+            )?;
             let rate = (step - start_step) as f64 / started.elapsed().as_secs_f64().max(1e-9);
             log_line(
                 &opts.run_dir,
-                &format!("step {step} loss {loss_ema:.5} {rate:.3} steps/s {elapsed:.0} s"),
+                &format!(
+                    "step {step} loss {:.5} {rate:.3} steps/s {elapsed:.0} s",
+                    log.loss_ema
+                ),
             );
         }
         if config.sample_every > 0 && step % config.sample_every == 0 {
             write_samples(&opts.run_dir, &ema, &schedule, &config, step, &opts.device)?;
         }
     }
+    if let Err(msg) = log.read(step, &opts.run_dir) {
+        pb.abandon();
+        return Err(msg);
+    }
     let this_run = started.elapsed().as_secs_f64();
     seconds += this_run;
     if interrupted {
-        save(step, &model, &ema, &adam, &batcher, &rng, loss_ema, seconds)?;
+        save(
+            step,
+            &model,
+            &ema,
+            &adam,
+            &batcher,
+            &rng,
+            log.loss_ema,
+            seconds,
+        )?;
     }
     pb.finish_and_clear();
-    let done = losses.len();
+    let done = log.losses.len();
     Ok(TrainReport {
         step,
-        loss: loss_ema,
-        losses,
+        loss: log.loss_ema,
+        losses: log.losses,
         steps_per_second: if this_run > 0.0 {
             done as f64 / this_run
         } else {
@@ -349,6 +363,77 @@ pub fn train(config: TrainConfig, resume: bool, opts: TrainOptions) -> Result<Tr
         },
         interrupted,
     })
+}
+
+/// The losses of the steps since the last read-back. Reading a loss every step would make the
+/// CPU wait for the GPU to finish each step before it can queue the next one, so they are read
+/// together, at most every `READ_EVERY` steps or `READ_INTERVAL`, and always before a checkpoint
+/// or sample grid is written: a NaN/inf loss is caught before anything is saved from after it.
+struct LossLog {
+    /// (loss, prediction, target) per pending step; the inputs stay alive until the loss has
+    /// been read (see [`mse_loss`]).
+    pending: Vec<(Tensor<1>, Tensor<4>, Tensor<4>)>,
+    last_read: Instant,
+    /// Every loss read so far in this run.
+    losses: Vec<f64>,
+    /// Smoothed loss (NaN before the first).
+    loss_ema: f64,
+}
+
+impl LossLog {
+    const READ_EVERY: usize = 32;
+    const READ_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+    fn new(loss_ema: f64) -> Self {
+        Self {
+            pending: Vec::new(),
+            last_read: Instant::now(),
+            losses: Vec::new(),
+            loss_ema,
+        }
+    }
+
+    fn push(&mut self, loss: Tensor<1>, pred: Tensor<4>, target: Tensor<4>) {
+        self.pending.push((loss, pred, target));
+    }
+
+    fn due(&self) -> bool {
+        self.pending.len() >= Self::READ_EVERY || self.last_read.elapsed() >= Self::READ_INTERVAL
+    }
+
+    /// Read the pending losses (one transfer); `step` is the number of steps done. Fails with
+    /// the message for the user when one is not finite.
+    fn read(&mut self, step: u64, run: &Path) -> Result<(), String> {
+        self.last_read = Instant::now();
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let first = step - self.pending.len() as u64;
+        let all = Tensor::cat(self.pending.iter().map(|p| p.0.clone()).collect(), 0);
+        let values = all
+            .try_into_data()
+            .map_err(|e| format!("device error while reading the loss: {e:?}"))?
+            .try_into_vec_as::<f32>()
+            .map_err(|e| format!("unexpected loss data: {e:?}"))?;
+        self.pending.clear();
+        for (i, v) in values.into_iter().enumerate() {
+            let v = v as f64;
+            if !v.is_finite() {
+                return Err(format!(
+                    "the loss became {v} at step {}; stopped without saving (the last good checkpoint in {} is kept). Try a lower --lr",
+                    first + i as u64 + 1,
+                    checkpoint::dir(run).display()
+                ));
+            }
+            self.loss_ema = if self.loss_ema.is_nan() {
+                v
+            } else {
+                0.98 * self.loss_ema + 0.02 * v
+            };
+            self.losses.push(v);
+        }
+        Ok(())
+    }
 }
 
 /// Appends one line to `RUN/train.log` (a plain record for runs in the background); a failure
