@@ -12,6 +12,9 @@ bin=${DDPM_BIN:-${CARGO_TARGET_DIR:-target}/release/ddpm}
 resume=()
 [ -f "$run/checkpoint/state.json" ] && resume=(--resume)
 mkdir -p "$(dirname "$run")"
+# glibc otherwise hands large tensor buffers back to the kernel on every free and takes fresh,
+# zeroed pages on the next allocation: keeping them is ~8% faster (mnist preset, batch 256).
+export GLIBC_TUNABLES=${GLIBC_TUNABLES:-glibc.malloc.mmap_threshold=4294967295:glibc.malloc.trim_threshold=4294967295}
 RAYON_NUM_THREADS=${RAYON_NUM_THREADS:-1} setsid nohup "$bin" train --dataset "$dataset" \
   --run "$run" --device cpu "${resume[@]}" -q "$@" >>"$run.out" 2>&1 &
 echo "training $dataset in $run (pid $!${resume:+, resumed}); log: $run/train.log, $run.out"

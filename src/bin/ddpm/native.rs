@@ -78,6 +78,8 @@ struct SampleArgs {
     /// Weights file (.safetensors) written by `ddpm export` or `ddpm init`.
     #[arg(long)]
     weights: PathBuf,
+    /// ddpm: ancestral sampling (Algorithm 2); ddim: Song et al.'s sampler on a sub-sequence of the
+    /// timesteps.
     #[arg(long, value_enum, default_value = "ddpm")]
     sampler: SamplerArg,
     /// Network evaluations (default: T for ddpm, 50 for ddim).
@@ -86,11 +88,13 @@ struct SampleArgs {
     /// DDIM η (0 = deterministic).
     #[arg(long, default_value_t = 0.0)]
     eta: f64,
+    /// σ_t² of ancestral sampling: β_t (fixed-large) or the posterior's β̃_t (fixed-small).
     #[arg(long, value_enum, default_value = "fixed-large")]
     variance: VarianceArg,
     /// Do not clip x̂₀ to [−1, 1] (use Algorithm 2's mean as written).
     #[arg(long)]
     no_clip: bool,
+    /// Seed of the starting noise x_T and of every z.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Number of samples.
@@ -102,6 +106,8 @@ struct SampleArgs {
     /// Classifier-free guidance scale w.
     #[arg(long, default_value_t = 0.0)]
     guidance: f64,
+    /// cpu, or gpu (Burn's wgpu backend: Vulkan, Metal or DX12; the CPU with a note when no adapter
+    /// is found)
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Grid PNG to write.
@@ -140,6 +146,7 @@ enum Command {
         /// Model preset (tiny, tiny-classes, mnist, fashion, emoji, cifar10-paper).
         #[arg(long, default_value = "tiny")]
         preset: String,
+        /// Dataset name recorded in the weights' manifest.
         #[arg(long, default_value = "synthetic")]
         dataset: String,
         /// Seed of the random initialisation.
@@ -148,6 +155,7 @@ enum Command {
         /// Store f32 instead of f16.
         #[arg(long)]
         f32: bool,
+        /// Weights file to write.
         #[arg(long)]
         out: PathBuf,
     },
@@ -160,6 +168,7 @@ enum Command {
         /// Run folder given to `train --run`.
         #[arg(long)]
         run: PathBuf,
+        /// Weights file to write.
         #[arg(long)]
         out: PathBuf,
         /// Store f32 instead of f16.
@@ -172,18 +181,26 @@ enum Command {
     /// Train the small CNN classifier used by `eval` on a dataset's training split.
     #[cfg(feature = "train")]
     TrainClassifier {
+        /// mnist or fashion.
         #[arg(long, default_value = "mnist")]
         dataset: String,
+        /// Folder with the datasets.
         #[arg(long, default_value = "../shared/data")]
         data: PathBuf,
+        /// Adam steps (learning rate 1e-3 with cosine decay).
         #[arg(long, default_value_t = 3000)]
         steps: u64,
+        /// Images per step.
         #[arg(long, default_value_t = 64)]
         batch_size: usize,
+        /// cpu, or gpu (Burn's wgpu backend: Vulkan, Metal or DX12; the CPU with a note when no
+        /// adapter is found)
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// Classifier weights file to write.
         #[arg(long)]
         out: PathBuf,
+        /// No progress bar.
         #[arg(long, short)]
         quiet: bool,
     },
@@ -192,8 +209,11 @@ enum Command {
         /// Weights file; or use --preset for a randomly initialised model.
         #[arg(long)]
         weights: Option<PathBuf>,
+        /// Model preset for a randomly initialised model (when no --weights).
         #[arg(long, default_value = "mnist")]
         preset: String,
+        /// cpu, or gpu (Burn's wgpu backend: Vulkan, Metal or DX12; the CPU with a note when no
+        /// adapter is found)
         #[arg(long, default_value = "cpu")]
         device: String,
         /// Batch sizes to measure.
@@ -228,29 +248,41 @@ struct TrainArgs {
     /// Folder with the datasets.
     #[arg(long, default_value = "../shared/data")]
     data: PathBuf,
+    /// cpu, or gpu (Burn's wgpu backend: Vulkan, Metal or DX12; the CPU with a note when no adapter
+    /// is found)
     #[arg(long, default_value = "gpu")]
     device: String,
+    /// Total steps; a resumed run continues up to this many.
     #[arg(long, default_value_t = 100_000)]
     steps: u64,
+    /// Images per step.
     #[arg(long, default_value_t = 128)]
     batch_size: usize,
+    /// Adam learning rate (reached after the warm-up).
     #[arg(long, default_value_t = 2e-4)]
     lr: f64,
+    /// Steps of linear learning-rate warm-up.
     #[arg(long, default_value_t = 5000)]
     warmup: u64,
+    /// Decay of the EMA of the weights (samples and exports use the EMA).
     #[arg(long, default_value_t = 0.9999)]
     ema_decay: f64,
+    /// Clip the global gradient norm to this (0 = no clipping).
     #[arg(long, default_value_t = 1.0)]
     grad_clip: f64,
     /// Dropout inside residual blocks (default: the preset's).
     #[arg(long)]
     dropout: Option<f64>,
+    /// Write a checkpoint every N steps (and on Ctrl-C).
     #[arg(long, default_value_t = 1000)]
     checkpoint_every: u64,
+    /// Write a 4×4 grid of EMA samples (DDIM, 50 steps) to RUN/samples every N steps (0 = never).
     #[arg(long, default_value_t = 5000)]
     sample_every: u64,
+    /// Seed of the initial weights, data order, t, ε and label dropout.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
 }
@@ -751,10 +783,15 @@ struct EvalArgs {
     /// Evaluate every k-th timestep of the bound (1 = exact sum over all T).
     #[arg(long, default_value_t = 1)]
     elbo_stride: usize,
+    /// Images per batch (test images for the bound; samples drawn at once).
     #[arg(long, default_value_t = 100)]
     batch: usize,
+    /// σ_t² of the reverse process, for the bound and for ddpm sampling: β_t (fixed-large) or β̃_t
+    /// (fixed-small).
     #[arg(long, value_enum, default_value = "fixed-large")]
     variance: VarianceArg,
+    /// cpu, or gpu (Burn's wgpu backend: Vulkan, Metal or DX12; the CPU with a note when no adapter
+    /// is found)
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Classifier weights for the sample-quality score (default:
@@ -764,6 +801,7 @@ struct EvalArgs {
     /// Generated samples to score (0 = skip the sample-quality part).
     #[arg(long, default_value_t = 1000)]
     samples: usize,
+    /// ddpm (ancestral, Algorithm 2) or ddim.
     #[arg(long, value_enum, default_value = "ddpm")]
     sampler: SamplerArg,
     /// Sampling steps (default: T for ddpm, 50 for ddim).
@@ -787,11 +825,13 @@ struct EvalArgs {
     /// combine pieces made with different seeds).
     #[arg(long)]
     load_samples: Vec<PathBuf>,
+    /// Classifier-free guidance scale w for --class (0 = none).
     #[arg(long, default_value_t = 0.0)]
     guidance: f64,
     /// Skip the bound (bits/dim).
     #[arg(long)]
     no_elbo: bool,
+    /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
 }
