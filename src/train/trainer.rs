@@ -299,62 +299,39 @@ pub fn train(config: TrainConfig, resume: bool, opts: TrainOptions) -> Result<Tr
         let checkpoint_due = step % config.checkpoint_every.max(1) == 0 || step == config.steps;
         let samples_due = config.sample_every > 0 && step % config.sample_every == 0;
         if checkpoint_due || samples_due || log.due() || opts.stop.load(Ordering::SeqCst) {
-            if let Err(msg) = log.read(step, &opts.run_dir) {
-                pb.abandon();
-                return Err(msg);
-            }
+            log.read(step, &opts.run_dir)
+                .inspect_err(|_| pb.abandon())?;
             pb.set_message(format!("loss {:.4}", log.loss_ema));
         }
         pb.set_position(step);
 
         let elapsed = seconds + started.elapsed().as_secs_f64();
         if checkpoint_due {
-            save(
-                step,
-                &model,
-                &ema,
-                &adam,
-                &batcher,
-                &rng,
-                log.loss_ema,
-                elapsed,
-            )?;
+            let loss_ema = log.loss_ema;
+            save(step, &model, &ema, &adam, &batcher, &rng, loss_ema, elapsed)?;
             let rate = (step - start_step) as f64 / started.elapsed().as_secs_f64().max(1e-9);
             log_line(
                 &opts.run_dir,
-                &format!(
-                    "step {step} loss {:.5} {rate:.3} steps/s {elapsed:.0} s",
-                    log.loss_ema
-                ),
+                &format!("step {step} loss {loss_ema:.5} {rate:.3} steps/s {elapsed:.0} s"),
             );
         }
-        if config.sample_every > 0 && step % config.sample_every == 0 {
+        if samples_due {
             write_samples(&opts.run_dir, &ema, &schedule, &config, step, &opts.device)?;
         }
     }
-    if let Err(msg) = log.read(step, &opts.run_dir) {
-        pb.abandon();
-        return Err(msg);
-    }
+    log.read(step, &opts.run_dir)
+        .inspect_err(|_| pb.abandon())?;
+    let loss_ema = log.loss_ema;
     let this_run = started.elapsed().as_secs_f64();
     seconds += this_run;
     if interrupted {
-        save(
-            step,
-            &model,
-            &ema,
-            &adam,
-            &batcher,
-            &rng,
-            log.loss_ema,
-            seconds,
-        )?;
+        save(step, &model, &ema, &adam, &batcher, &rng, loss_ema, seconds)?;
     }
     pb.finish_and_clear();
     let done = log.losses.len();
     Ok(TrainReport {
         step,
-        loss: log.loss_ema,
+        loss: loss_ema,
         losses: log.losses,
         steps_per_second: if this_run > 0.0 {
             done as f64 / this_run
