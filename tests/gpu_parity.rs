@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use ddpm_web::burn::optim::GradientsParams;
 use ddpm_web::burn::tensor::{Device, Int, Tensor, TensorData};
 use ddpm_web::train::optim::{
-    AdamState, AdamStep, adam_update_scaled, clip_scale, global_grad_norm_tensor, mse_loss,
+    AdamState, AdamStep, adam_step, clip_scale, flatten, flatten_grads, mse_loss, norm, unflatten,
 };
 use ddpm_web::weights::{StorageDtype, load_from_bytes, parameter_values, save_to_bytes};
 use ddpm_web::{ModelManifest, ScheduleConfig, UNetConfig};
@@ -71,14 +71,15 @@ fn run_steps(device: &Device, weights: &[u8], steps: usize) -> StepResult {
     let ad = device.clone().autodiff();
     let mut model = load_from_bytes(weights, &ad).expect("load").unet;
     let mut adam = AdamState::default();
+    let mut w = flatten(&model);
     let mut pending = Vec::new();
     for s in 0..steps {
         let (x, eps, t, y) = upload(batch(s), &ad);
         let pred = model.forward(x, t, Some(y));
         let loss = mse_loss(&pred, &eps);
         let grads = loss.backward();
-        let mut grads = GradientsParams::from_grads(grads, &model);
-        let norm = global_grad_norm_tensor(&model, &grads).expect("gradients");
+        let grads = GradientsParams::from_grads(grads, &model);
+        let g = flatten_grads(&model, &grads);
         let step = AdamStep {
             lr: 1e-3,
             grad_scale: 1.0,
@@ -87,9 +88,11 @@ fn run_steps(device: &Device, weights: &[u8], steps: usize) -> StepResult {
             eps: 1e-8,
         };
         // A limit below every norm seen here, so that the clipping multiplier is in play.
-        let scale = clip_scale(&model, &grads, 0.05);
-        model = adam_update_scaled(model, &mut grads, &mut adam, step, scale);
-        pending.push((loss.inner(), norm.inner(), pred.inner(), eps.inner()));
+        let scale = clip_scale(&g, 0.05);
+        let n = norm(&g);
+        w = adam_step(w, g, &mut adam, step, scale);
+        model = unflatten(model, &w);
+        pending.push((loss.inner(), n, pred.inner(), eps.inner()));
     }
     let read = |v: Vec<Tensor<1>>| -> Vec<f64> {
         values(Tensor::cat(v, 0))

@@ -120,7 +120,7 @@ pub fn train_classifier(
             .div_scalar(batch as f64);
         let grads = loss.backward();
         last = loss.into_scalar::<f32>() as f64;
-        let mut grads = GradientsParams::from_grads(grads, &model);
+        let grads = GradientsParams::from_grads(grads, &model);
         // 100 warm-up steps, then cosine decay to 0: converged, decisive predictions.
         let progress_frac = step as f64 / steps.max(1) as f64;
         let lr = 1e-3
@@ -129,7 +129,7 @@ pub fn train_classifier(
             * (1.0 + (std::f64::consts::PI * progress_frac).cos());
         model = adam_update(
             model,
-            &mut grads,
+            &grads,
             &mut adam,
             AdamStep {
                 lr,

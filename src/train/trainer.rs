@@ -12,7 +12,10 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::checkpoint::{self, CheckpointFiles, TrainState};
 use super::config::TrainConfig;
 use super::data::{self, Batcher, Dataset, Split};
-use super::optim::{AdamState, AdamStep, adam_update_scaled, clip_scale, ema_update, mse_loss};
+use super::optim::{
+    AdamState, AdamStep, ParamLayout, adam_step, clip_scale, ema_step, flatten, flatten_grads,
+    mse_loss, unflatten,
+};
 use crate::image::Batch;
 use crate::model::UNet;
 use crate::rng::Rng;
@@ -170,8 +173,13 @@ pub fn train(config: TrainConfig, resume: bool, opts: TrainOptions) -> Result<Tr
             let ema = weights::load_from_bytes(&files.ema, &opts.device)
                 .map_err(|e| format!("checkpoint EMA: {e}"))?
                 .unet;
+            let layout = ParamLayout::of(&model);
+            if ParamLayout::of(&ema) != layout {
+                return Err("the checkpoint's EMA weights do not match its model".into());
+            }
             let named = checkpoint::decode_plain(&files.optim, "checkpoint optimizer state")?;
-            let adam = AdamState::from_named(named, files.state.adam_t, &opts.device);
+            let adam = AdamState::from_named(named, files.state.adam_t, &layout, &opts.device)
+                .map_err(|e| format!("checkpoint: {e}"))?;
             batcher.restore(&files.state.batcher);
             rng = Rng::from_state(files.state.rng.0, files.state.rng.1);
             (
@@ -190,6 +198,12 @@ pub fn train(config: TrainConfig, resume: bool, opts: TrainOptions) -> Result<Tr
             (model, ema, AdamState::default(), 0, f64::NAN, 0.0)
         }
     };
+    // Adam and the EMA work on all parameters at once, laid end to end (see `optim`); the
+    // model's parameters are pieces of `w_flat`, the EMA module is brought up to date from
+    // `ema_flat` when it is saved or sampled from.
+    let layout = ParamLayout::of(&model);
+    let mut w_flat = flatten(&model);
+    let mut ema_flat = flatten(&ema);
     // Dropout's mask comes from the backend generator: reseed per invocation.
     opts.device
         .seed(config.seed.wrapping_add(start_step.wrapping_mul(0x9E37)));
@@ -229,7 +243,7 @@ pub fn train(config: TrainConfig, resume: bool, opts: TrainOptions) -> Result<Tr
             model: weights::save_to_bytes(model, &man, StorageDtype::F32)
                 .map_err(|e| e.to_string())?,
             ema: weights::save_to_bytes(ema, &man, StorageDtype::F32).map_err(|e| e.to_string())?,
-            optim: checkpoint::encode_plain(&adam.to_named())?,
+            optim: checkpoint::encode_plain(&adam.to_named(&layout)?)?,
             state,
         };
         checkpoint::save(&opts.run_dir, &files)
@@ -270,21 +284,24 @@ pub fn train(config: TrainConfig, resume: bool, opts: TrainOptions) -> Result<Tr
         let pred = model.forward(x_t, ts, ys);
         let loss = mse_loss(&pred, &eps);
         let grads = loss.backward();
-        let mut grads = GradientsParams::from_grads(grads, &model);
+        let grads = GradientsParams::from_grads(grads, &model);
         let warm = if config.warmup_steps == 0 {
             1.0
         } else {
             ((step + 1) as f64 / config.warmup_steps as f64).min(1.0)
         };
-        let adam_step = AdamStep {
+        let adam_hp = AdamStep {
             lr: config.lr * warm,
             grad_scale: 1.0,
             beta1: config.beta1,
             beta2: config.beta2,
             eps: config.adam_eps,
         };
-        let scale = clip_scale(&model, &grads, config.grad_clip);
-        model = adam_update_scaled(model, &mut grads, &mut adam, adam_step, scale);
+        let g = flatten_grads(&model, &grads);
+        let scale = clip_scale(&g, config.grad_clip);
+        w_flat = adam_step(w_flat, g, &mut adam, adam_hp, scale);
+        model = unflatten(model, &w_flat);
+        drop(grads);
         let decay = if config.ema_warmup {
             config
                 .ema_decay
@@ -292,7 +309,7 @@ pub fn train(config: TrainConfig, resume: bool, opts: TrainOptions) -> Result<Tr
         } else {
             config.ema_decay
         };
-        ema = ema_update(ema, &model, decay);
+        ema_flat = ema_step(ema_flat, &w_flat, decay);
         step += 1;
         log.push(loss.inner(), pred.inner(), eps.inner());
 
@@ -306,6 +323,9 @@ pub fn train(config: TrainConfig, resume: bool, opts: TrainOptions) -> Result<Tr
         pb.set_position(step);
 
         let elapsed = seconds + started.elapsed().as_secs_f64();
+        if checkpoint_due || samples_due {
+            ema = unflatten(ema, &ema_flat);
+        }
         if checkpoint_due {
             let loss_ema = log.loss_ema;
             save(step, &model, &ema, &adam, &batcher, &rng, loss_ema, elapsed)?;
@@ -325,6 +345,7 @@ pub fn train(config: TrainConfig, resume: bool, opts: TrainOptions) -> Result<Tr
     let this_run = started.elapsed().as_secs_f64();
     seconds += this_run;
     if interrupted {
+        ema = unflatten(ema, &ema_flat);
         save(step, &model, &ema, &adam, &batcher, &rng, loss_ema, seconds)?;
     }
     pb.finish_and_clear();
