@@ -186,6 +186,21 @@ fn resume_keeps_the_checkpoint_settings_but_applies_the_given_changes() {
     assert_eq!(state.config.lr, 1e-4);
     assert_eq!(state.config.checkpoint_every, 5);
     assert_eq!(state.config.batch_size, 16);
+    // A new batch size: the data order goes on from where it stopped (25 steps × 16 images
+    // of a 64-image set: 6 epochs and 16 images in), 10 steps × 24 images further.
+    let before = state.batcher.clone();
+    let mut opts = options(&run);
+    opts.resume_changes = ResumeChanges {
+        batch_size: Some(24),
+        ..Default::default()
+    };
+    let report = train(config(35), true, opts).unwrap();
+    assert_eq!(report.losses.len(), 10);
+    let state = checkpoint::load(&run).unwrap().state;
+    assert_eq!(state.config.batch_size, 24);
+    let seen = |b: &ddpm_web::train::data::BatcherState| b.epoch * 64 + b.pos as u64;
+    assert_eq!(seen(&before), 25 * 16);
+    assert_eq!(seen(&state.batcher), 25 * 16 + 10 * 24);
 }
 
 #[test]

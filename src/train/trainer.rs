@@ -56,6 +56,9 @@ pub struct ResumeChanges {
     pub checkpoint_every: Option<u64>,
     /// Sample-grid interval.
     pub sample_every: Option<u64>,
+    /// Images per step (e.g. a larger batch on a GPU than on the CPU the run started on). The
+    /// data order continues where it stopped; the examples fall into different batches.
+    pub batch_size: Option<usize>,
 }
 
 impl ResumeChanges {
@@ -71,6 +74,9 @@ impl ResumeChanges {
         }
         if let Some(v) = self.sample_every {
             c.sample_every = v;
+        }
+        if let Some(v) = self.batch_size {
+            c.batch_size = v;
         }
         c
     }

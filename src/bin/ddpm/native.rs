@@ -241,8 +241,9 @@ struct TrainArgs {
     /// Run folder for checkpoints and sample grids.
     #[arg(long)]
     run: PathBuf,
-    /// Continue the run in --run from its last checkpoint, with its settings; --steps, --lr,
-    /// --ema-decay, --checkpoint-every and --sample-every typed here replace the checkpoint's.
+    /// Continue the run in --run from its last checkpoint, with its settings; --steps,
+    /// --batch-size, --lr, --ema-decay, --checkpoint-every and --sample-every typed here replace
+    /// the checkpoint's.
     #[arg(long)]
     resume: bool,
     /// Folder with the datasets.
@@ -306,6 +307,7 @@ fn main_inner() -> Result<(), String> {
                 ema_decay: given("ema_decay").then_some(a.ema_decay),
                 checkpoint_every: given("checkpoint_every").then_some(a.checkpoint_every),
                 sample_every: given("sample_every").then_some(a.sample_every),
+                batch_size: given("batch_size").then_some(a.batch_size),
             },
             _ => Default::default(),
         }
