@@ -62,7 +62,8 @@ fn init_info_sample_end_to_end() {
     let grid = dir.path().join("grid.png");
     let gif = dir.path().join("anim.gif");
     let each = dir.path().join("each");
-    let out = ddpm(&[
+    // One guided DDIM run, written as a grid, a GIF and single PNGs.
+    let base = [
         "sample",
         "--weights",
         ws,
@@ -78,14 +79,22 @@ fn init_info_sample_end_to_end() {
         "3",
         "--guidance",
         "2",
-        "--out",
-        grid.to_str().unwrap(),
-        "--gif",
-        gif.to_str().unwrap(),
-        "--each",
-        each.to_str().unwrap(),
-        "--quiet",
-    ]);
+    ];
+    let out = ddpm(
+        &[
+            &base[..],
+            &[
+                "--out",
+                grid.to_str().unwrap(),
+                "--gif",
+                gif.to_str().unwrap(),
+                "--each",
+                each.to_str().unwrap(),
+                "--quiet",
+            ],
+        ]
+        .concat(),
+    );
     ok(&out);
     assert!(String::from_utf8_lossy(&out.stderr).contains("steps/s"));
     // 6 tiles → 2 rows × 3 columns of 28 px with 2 px padding.
@@ -106,26 +115,9 @@ fn init_info_sample_end_to_end() {
 
     // Same seed, same pixels.
     let grid2 = dir.path().join("grid2.png");
-    ok(&ddpm(&[
-        "sample",
-        "--weights",
-        ws,
-        "--sampler",
-        "ddim",
-        "--steps",
-        "5",
-        "--count",
-        "6",
-        "--seed",
-        "1",
-        "--class",
-        "3",
-        "--guidance",
-        "2",
-        "--out",
-        grid2.to_str().unwrap(),
-        "-q",
-    ]));
+    ok(&ddpm(
+        &[&base[..], &["--out", grid2.to_str().unwrap(), "-q"]].concat(),
+    ));
     assert_eq!(
         std::fs::read(&grid).unwrap(),
         std::fs::read(&grid2).unwrap()
@@ -174,48 +166,20 @@ fn bad_files_and_options_give_one_line_errors() {
         out_s,
     ]));
 
-    let err = one_line_error(&ddpm(&[
-        "sample",
-        "--weights",
-        "/no/such/file",
-        "--out",
-        out_s,
-    ]));
-    assert!(err.contains("/no/such/file"), "{err}");
-
-    let err = one_line_error(&ddpm(&[
-        "sample",
-        "--weights",
-        ws,
-        "--class",
-        "3",
-        "--out",
-        out_s,
-    ]));
-    assert!(
-        err.contains("without labels") || err.contains("no classes"),
-        "{err}"
-    );
-    let err = one_line_error(&ddpm(&[
-        "sample",
-        "--weights",
-        ws,
-        "--steps",
-        "5000",
-        "--out",
-        out_s,
-    ]));
-    assert!(err.contains("steps"), "{err}");
-    let err = one_line_error(&ddpm(&[
-        "sample",
-        "--weights",
-        ws,
-        "--device",
-        "tpu",
-        "--out",
-        out_s,
-    ]));
-    assert!(err.contains("tpu"), "{err}");
+    // Bad options: one line that names the problem (any of the given words).
+    let cases: [(&[&str], &[&str]); 4] = [
+        (&["--weights", "/no/such/file"], &["/no/such/file"]),
+        (
+            &["--weights", ws, "--class", "3"],
+            &["without labels", "no classes"],
+        ),
+        (&["--weights", ws, "--steps", "5000"], &["steps"]),
+        (&["--weights", ws, "--device", "tpu"], &["tpu"]),
+    ];
+    for (args, words) in cases {
+        let err = one_line_error(&ddpm(&[&["sample"], args, &["--out", out_s]].concat()));
+        assert!(words.iter().any(|w| err.contains(w)), "{args:?}: {err}");
+    }
     assert!(!out_png.exists(), "nothing is written on error");
 }
 
