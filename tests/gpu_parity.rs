@@ -62,6 +62,7 @@ fn upload(
 struct StepResult {
     losses: Vec<f64>,
     norms: Vec<f64>,
+    scales: Vec<f64>,
     params: Vec<(String, Vec<usize>, Vec<f32>)>,
 }
 
@@ -88,11 +89,11 @@ fn run_steps(device: &Device, weights: &[u8], steps: usize) -> StepResult {
             eps: 1e-8,
         };
         // A limit below every norm seen here, so that the clipping multiplier is in play.
-        let scale = clip_scale(&g, 0.05);
+        let scale = clip_scale(&g, 0.05).expect("clipping is on");
         let n = norm(&g);
-        w = adam_step(w, g, &mut adam, step, scale);
+        w = adam_step(w, g, &mut adam, step, Some(scale.clone()));
         model = unflatten(model, &w);
-        pending.push((loss.inner(), n, pred.inner(), eps.inner()));
+        pending.push((loss.inner(), n, scale, pred.inner(), eps.inner()));
     }
     let read = |v: Vec<Tensor<1>>| -> Vec<f64> {
         values(Tensor::cat(v, 0))
@@ -102,10 +103,12 @@ fn run_steps(device: &Device, weights: &[u8], steps: usize) -> StepResult {
     };
     let losses = read(pending.iter().map(|p| p.0.clone()).collect());
     let norms = read(pending.iter().map(|p| p.1.clone()).collect());
+    let scales = read(pending.iter().map(|p| p.2.clone()).collect());
     drop(pending);
     StepResult {
         losses,
         norms,
+        scales,
         params: parameter_values(&model),
     }
 }
@@ -160,6 +163,10 @@ fn gpu_training_steps_match_cpu() {
     for s in 0..steps {
         assert!(close(c.losses[s], g.losses[s], 1e-3), "loss at step {s}");
         assert!(close(c.norms[s], g.norms[s], 1e-3), "grad norm at step {s}");
+        // The clipping multiplier, on both devices, against min(1, 0.05 / (‖g‖ + 1e-6)).
+        let expected = 0.05 / (c.norms[s] + 1e-6);
+        assert!(close(c.scales[s], expected, 1e-4), "cpu scale at step {s}");
+        assert!(close(g.scales[s], expected, 1e-3), "gpu scale at step {s}");
     }
     // Adam moves each weight by at most ~lr per step; a wrong update moves it by far more.
     assert!(
