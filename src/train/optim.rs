@@ -38,43 +38,25 @@ pub struct ParamLayout {
     pub total: usize,
 }
 
-struct LayoutVisitor {
-    path: Vec<String>,
-    layout: ParamLayout,
-}
-
-impl ModuleVisitor for LayoutVisitor {
-    fn enter_module(&mut self, name: &str, _c: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _name: &str, _c: &str) {
-        self.path.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let shape = param.val().dims().to_vec();
-        let len: usize = shape.iter().product();
-        self.layout.slots.push(Slot {
-            path: self.path.join("."),
-            shape,
-            offset: self.layout.total,
-            len,
-        });
-        self.layout.total += len;
-    }
-}
-
 impl ParamLayout {
     /// The layout of `module`'s float parameters.
     pub fn of<M: Module>(module: &M) -> Self {
-        let mut v = LayoutVisitor {
-            path: Vec::new(),
-            layout: ParamLayout {
-                slots: Vec::new(),
-                total: 0,
-            },
-        };
-        module.visit(&mut v);
-        v.layout
+        let mut total = 0;
+        let slots = crate::weights::parameter_shapes(module)
+            .into_iter()
+            .map(|(path, shape)| {
+                let len: usize = shape.iter().product();
+                let slot = Slot {
+                    path,
+                    shape,
+                    offset: total,
+                    len,
+                };
+                total += len;
+                slot
+            })
+            .collect();
+        Self { slots, total }
     }
 }
 
