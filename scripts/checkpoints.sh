@@ -13,7 +13,11 @@ cd "$(dirname "$0")/.."
 # DDPM_CHECKPOINTS: another folder for the kept checkpoints (tests).
 kept=${DDPM_CHECKPOINTS:-checkpoints}
 
+# What a kept checkpoint holds besides train.log; state.json first (see `keep`).
+files=(state.json model.safetensors ema.safetensors optim.safetensors)
+
 usage() { sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+step_of() { grep -o '"step": *[0-9]*' "$1/state.json" | grep -o '[0-9]*$'; }
 
 cmd=${1:-}
 case "$cmd" in
@@ -26,10 +30,10 @@ case "$cmd" in
     tmp="$kept/.$name.tmp"
     rm -rf "$tmp"
     mkdir -p "$tmp"
-    cp "$src"/model.safetensors "$src"/ema.safetensors "$src"/optim.safetensors "$src"/state.json "$tmp/"
+    for f in "${files[@]}"; do cp "$src/$f" "$tmp/"; done
     [ -f "$run/train.log" ] && cp "$run/train.log" "$tmp/"
-    # The copy must be one checkpoint: if the trainer replaced it while we copied, the step
-    # in state.json no longer matches.
+    # The copy must be one checkpoint: state.json was copied first, so if the trainer swapped
+    # in a new checkpoint while the tensors were copied, the one there now differs from it.
     if ! cmp -s "$src/state.json" "$tmp/state.json"; then
       rm -rf "$tmp"
       echo "error: $run wrote a new checkpoint during the copy; try again" >&2
@@ -37,8 +41,7 @@ case "$cmd" in
     fi
     rm -rf "$dst"
     mv "$tmp" "$dst"
-    step=$(grep -o '"step": *[0-9]*' "$dst/state.json" | grep -o '[0-9]*$')
-    echo "kept $run at step $step in $dst ($(du -sh "$dst" | cut -f1))"
+    echo "kept $run at step $(step_of "$dst") in $dst ($(du -sh "$dst" | cut -f1))"
     ;;
   restore)
     run=${2:?$(usage)}
@@ -50,15 +53,15 @@ case "$cmd" in
       exit 1
     fi
     mkdir -p "$run/checkpoint"
-    cp "$src"/model.safetensors "$src"/ema.safetensors "$src"/optim.safetensors "$src"/state.json "$run/checkpoint/"
+    # state.json last: a restore cut short is not taken for a checkpoint.
+    for f in "${files[@]:1}" state.json; do cp "$src/$f" "$run/checkpoint/"; done
     [ -f "$src/train.log" ] && cp "$src/train.log" "$run/train.log"
     echo "restored $src into $run"
     ;;
   list)
     for d in "$kept"/*/; do
       [ -f "$d/state.json" ] || continue
-      step=$(grep -o '"step": *[0-9]*' "$d/state.json" | grep -o '[0-9]*$')
-      echo "$(basename "$d") step $step ($(du -sh "$d" | cut -f1))"
+      echo "$(basename "$d") step $(step_of "$d") ($(du -sh "$d" | cut -f1))"
     done
     ;;
   *) usage ;;

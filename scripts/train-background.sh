@@ -12,7 +12,7 @@ bin=${DDPM_BIN:-${CARGO_TARGET_DIR:-target}/release/ddpm}
 [ -x "$bin" ] || { echo "build first: cargo build --release --features train (or set DDPM_BIN)" >&2; exit 1; }
 # A run folder without a checkpoint starts from the one kept in the repository, if any
 # (scripts/checkpoints.sh).
-if [ ! -f "$run/checkpoint/state.json" ] && [ -f "checkpoints/$(basename "$run")/state.json" ]; then
+if [ ! -f "$run/checkpoint/state.json" ] && [ -f "${DDPM_CHECKPOINTS:-checkpoints}/$(basename "$run")/state.json" ]; then
   scripts/checkpoints.sh restore "$run"
 fi
 resume=()
