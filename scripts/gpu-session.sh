@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# Train and evaluate the shipped models on a borrowed GPU machine (a second x86-64 machine that
+# gets a copy of this repository plus a few carried, git-ignored folders, runs one command of
+# at most 10 minutes, and returns the files written under $OUT).
+#
+#   here:   scripts/gpu-session.sh pack
+#             builds nothing; packs the release binary, the Vulkan loader and the data into
+#             .gpu/ (git-ignored): .gpu/bin, .gpu/data-1 (mnist, emoji, the test images),
+#             .gpu/data-2 (fashion's training images): with the repository, all of it does
+#             not fit the 64 MiB one call carries, so the fashion run starts in a second call
+#             made while the machine is still warm (or in a call of its own)
+#   there:  bash scripts/gpu-session.sh train SECONDS NAME...   (carry .gpu/bin .gpu/data-N)
+#             starts (or, on a machine still warm from the last call, keeps) a GPU run per
+#             NAME (mnist, fashion, emoji) from its checkpoint in checkpoints/NAME, trains for
+#             SECONDS, and leaves the newest checkpoint of each as $OUT/NAME.tar[.N]
+#           bash scripts/gpu-session.sh stop NAME...   (the last call: Ctrl-C, then as above)
+#           bash scripts/gpu-session.sh eval NAME       (carry .gpu/bin .gpu/data-N)
+#             exports the EMA weights and runs `ddpm eval` on 1000 DDPM-1000 samples,
+#             unconditional and per class with guidance 2; $OUT gets the weights, the JSON
+#             and the sample sets (re-score here with `ddpm eval --load-samples`)
+#   here:   scripts/gpu-session.sh land DIR
+#             puts the checkpoints found in DIR (the call's returned files) into checkpoints/
+#
+# Runs on the GPU train at batch 256; everything else (lr, EMA, data order) continues from
+# the checkpoint, so a run moves between the CPU and a GPU and back.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+# Where a run lives on the GPU machine: outside the copied repository, so that a later call
+# on the same (still warm) machine finds it.
+G=${DDPM_GPU_HOME:-/root/ddpm-gpu}
+bin=$G/ddpm
+device=${DDPM_GPU_DEVICE:-gpu}
+# The files of one $OUT: at most 16 MiB each.
+part=15000000
+
+die() { echo "error: $*" >&2; exit 1; }
+usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+dataset_dir() {
+  case $1 in
+    mnist) echo mnist ;; fashion) echo fashion-mnist ;; emoji) echo noto-emoji-32 ;;
+    *) die "unknown model '$1' (mnist, fashion or emoji)" ;;
+  esac
+}
+
+pack() {
+  source scripts/env.sh
+  local exe=${DDPM_BIN:-$CARGO_TARGET_DIR/release/ddpm} data=${DDPM_DATA:-../shared/data}
+  [ -x "$exe" ] || die "build first: cargo build --release --features train"
+  "$exe" train --help | grep -q -- --resume || die "$exe was built without --features train"
+  local exclude
+  exclude=$(git rev-parse --git-path info/exclude)
+  mkdir -p "$(dirname "$exclude")"
+  grep -qx '/.gpu/' "$exclude" 2>/dev/null || echo '/.gpu/' >>"$exclude"
+  rm -rf .gpu && mkdir -p .gpu/bin .gpu/data-1 .gpu/data-2
+  strip -o .gpu/bin/ddpm "$exe"
+  xz -T0 -6 .gpu/bin/ddpm
+  # The Vulkan loader, which the GPU machine's image lacks (the device tool's README).
+  local lists=/tmp/ddpm-amd64-lists o
+  mkdir -p "$lists/partial"
+  o=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists="$lists")
+  apt-get "${o[@]}" update -qq
+  (cd .gpu/bin && apt-get "${o[@]}" download -qq libvulkan1)
+  # data-1: mnist and emoji, and the test images of both digit sets (for `eval`); data-2: the
+  # fashion training images. xz packs the images tighter than gzip; `setup` turns them back.
+  local dir f
+  for dir in mnist fashion-mnist noto-emoji-32; do mkdir -p .gpu/data-1/$dir; done
+  mkdir -p .gpu/data-2/fashion-mnist
+  cp "$data"/mnist/*labels* "$data"/mnist/t10k-images* .gpu/data-1/mnist/
+  cp "$data"/fashion-mnist/*labels* "$data"/fashion-mnist/t10k-images* .gpu/data-1/fashion-mnist/
+  cp "$data"/noto-emoji-32/noto-emoji-png32.tar.gz .gpu/data-1/noto-emoji-32/
+  for f in mnist:data-1 fashion-mnist:data-2; do
+    gzip -dc "$data/${f%:*}/train-images-idx3-ubyte.gz" | xz -T0 -9 \
+      >".gpu/${f#*:}/${f%:*}/train-images-idx3-ubyte.xz"
+  done
+  du -sh .gpu/* "$(git rev-parse --show-toplevel)/checkpoints"
+}
+
+# On the GPU machine: install the loader, unpack the binary and whatever data this call carried.
+setup() {
+  mkdir -p "$G/data" "$G/runs" "$G/kept"
+  if [ -d .gpu/bin ]; then
+    for f in .gpu/bin/*.deb; do [ -e "$f" ] && dpkg -x "$f" /; done
+    ldconfig
+    [ -x "$bin" ] || xz -dc .gpu/bin/ddpm.xz >"$bin"
+    chmod +x "$bin"
+  fi
+  [ -x "$bin" ] || die "no binary: carry .gpu/bin (made by 'scripts/gpu-session.sh pack')"
+  local icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+  [ -f "$icd" ] && export VK_DRIVER_FILES=$icd
+  local d f
+  for d in .gpu/data-*/*/; do
+    [ -d "$d" ] || continue
+    mkdir -p "$G/data/$(basename "$d")"
+    for f in "$d"*; do
+      case $f in
+        *.xz) local gz="$G/data/$(basename "$d")/$(basename "${f%.xz}").gz"
+              [ -f "$gz" ] || xz -dc "$f" | gzip -1 >"$gz" ;;
+        *) cp -n "$f" "$G/data/$(basename "$d")/" ;;
+      esac
+    done
+  done
+  export XDG_RUNTIME_DIR=/tmp/ddpm-xdg
+  mkdir -p "$XDG_RUNTIME_DIR"
+}
+
+running() { pgrep -f "train --dataset $1 --run $G/runs/$1 " >/dev/null; }
+
+start() {
+  local name=$1 run=$G/runs/$1 dir
+  dir=$(dataset_dir "$name")
+  [ -f "$G/data/$dir/train-images-idx3-ubyte.gz" ] || [ -f "$G/data/$dir/noto-emoji-png32.tar.gz" ] \
+    || { echo "$name: its data was not carried in this call; skipped"; return 0; }
+  if running "$name"; then echo "$name: still training from the last call"; return 0; fi
+  if [ ! -f "$run/checkpoint/state.json" ] && [ -f "checkpoints/$name/state.json" ]; then
+    scripts/checkpoints.sh restore "$run"
+  fi
+  local args=(--batch-size 256 --checkpoint-every 500 --sample-every 2000)
+  if [ -f "$run/checkpoint/state.json" ]; then
+    args+=(--resume)
+  else
+    # A new run: the settings the CPU runs use, at the GPU's batch.
+    args+=(--steps 200000 --lr 1e-3 --warmup 500 --ema-decay 0.9995)
+  fi
+  setsid nohup "$bin" train --dataset "$name" --run "$run" --device "$device" --data "$G/data" \
+    -q "${args[@]}" >>"$run.out" 2>&1 </dev/null &
+  echo "$name: training (pid $!)"
+}
+
+# The newest checkpoint of a run (taken while it trains) as $OUT/NAME.tar, in parts if large.
+collect() {
+  local name=$1 i
+  [ -f "$G/runs/$name/checkpoint/state.json" ] || { echo "$name: no checkpoint yet"; return 0; }
+  for i in 1 2 3 4 5; do
+    DDPM_CHECKPOINTS=$G/kept scripts/checkpoints.sh keep "$G/runs/$name" && break
+    sleep 2
+  done
+  [ -n "${OUT:-}" ] || return 0
+  tar -C "$G/kept" -cf - "$name" | split -b $part -d -a 1 - "$OUT/$name.tar."
+  cp "$G/runs/$name.out" "$OUT/$name.out" 2>/dev/null || true
+}
+
+train() {
+  local seconds=${1:?$(usage)}; shift
+  [ $# -gt 0 ] || usage
+  local t0=$SECONDS name
+  setup
+  for name in "$@"; do start "$name"; done
+  # Leave a minute for the copies, then report once a minute.
+  while [ $((SECONDS - t0)) -lt $((seconds - 60)) ]; do
+    sleep 60
+    for name in "$@"; do
+      echo "$name: $(tail -n 1 "$G/runs/$name/train.log" 2>/dev/null || echo 'starting')"
+    done
+  done
+  for name in "$@"; do collect "$name"; done
+}
+
+stop() {
+  [ $# -gt 0 ] || usage
+  local name
+  setup
+  for name in "$@"; do pkill -INT -f "train --dataset $name --run $G/runs/$name " || true; done
+  for name in "$@"; do
+    while running "$name"; do sleep 1; done
+    tail -n 2 "$G/runs/$name.out" || true
+    collect "$name"
+  done
+}
+
+evaluate() {
+  local name=${1:?$(usage)} run=$G/runs/$1
+  setup
+  [ -f "$run/checkpoint/state.json" ] || { [ -f "checkpoints/$name/state.json" ] && scripts/checkpoints.sh restore "$run"; }
+  "$bin" export --run "$run" --out "$OUT/$name.safetensors"
+  # DDPM_GPU_SAMPLES / _STEPS / _ELBO_STRIDE: a smaller evaluation (tests).
+  local n=${DDPM_GPU_SAMPLES:-1000}
+  local common=(--weights "$OUT/$name.safetensors" --data "$G/data" --device "$device" --batch 1000
+    --samples "$n" --sampler ddpm --steps "${DDPM_GPU_STEPS:-1000}" -q)
+  "$bin" eval "${common[@]}" --n "$n" --elbo-stride "${DDPM_GPU_ELBO_STRIDE:-1}" \
+    --save-samples "$OUT/$name-uncond.st" | tee "$OUT/$name-uncond.json"
+  [ "$name" = emoji ] && return 0  # no labels, no classifier: its figure is the grid
+  "$bin" eval "${common[@]}" --no-elbo --class all --guidance 2 --seed 5000 \
+    --save-samples "$OUT/$name-guided.st" | tee "$OUT/$name-guided.json"
+}
+
+land() {
+  local from=${1:?$(usage)} name
+  for f in "$from"/*.tar.0; do
+    [ -e "$f" ] || die "no NAME.tar.0 in $from"
+    name=$(basename "$f" .tar.0)
+    rm -rf "checkpoints/.$name.new" && mkdir -p "checkpoints/.$name.new"
+    cat "$from/$name".tar.* | tar -C "checkpoints/.$name.new" -xf -
+    [ -f "checkpoints/.$name.new/$name/state.json" ] || die "$f: no checkpoint inside"
+    rm -rf "checkpoints/$name" && mv "checkpoints/.$name.new/$name" "checkpoints/$name"
+    rmdir "checkpoints/.$name.new"
+    echo "landed $name: $(scripts/checkpoints.sh list | grep "^$name ")"
+  done
+}
+
+cmd=${1:-}
+[ $# -gt 0 ] && shift
+case $cmd in
+  pack) pack ;;
+  train) train "$@" ;;
+  stop) stop "$@" ;;
+  eval) evaluate "$@" ;;
+  land) land "$@" ;;
+  *) usage ;;
+esac
