@@ -29,7 +29,11 @@ root=$PWD
 # Where a run lives on the GPU machine: outside the copied repository, so that a later call
 # on the same (still warm) machine finds it.
 G=${DDPM_GPU_HOME:-/root/ddpm-gpu}
-bin=$G/ddpm
+# DDPM_BIN, DDPM_DATA: a binary and a data folder to use where nothing was carried (tests, or
+# a GPU machine with the repository's toolchain); DDPM_CHECKPOINTS: see checkpoints.sh.
+bin=${DDPM_BIN:-$G/ddpm}
+data=${DDPM_DATA:-../shared/data}
+kept=${DDPM_CHECKPOINTS:-checkpoints}
 device=${DDPM_GPU_DEVICE:-gpu}
 # The files of one $OUT: at most 16 MiB each.
 part=15000000
@@ -45,7 +49,7 @@ dataset_dir() {
 
 pack() {
   source scripts/env.sh
-  local exe=${DDPM_BIN:-$CARGO_TARGET_DIR/release/ddpm} data=${DDPM_DATA:-../shared/data}
+  local exe=${DDPM_BIN:-$CARGO_TARGET_DIR/release/ddpm}
   [ -x "$exe" ] || die "build first: cargo build --release --features train"
   "$exe" train --help | grep -q -- --resume || die "$exe was built without --features train"
   local exclude
@@ -80,23 +84,24 @@ pack() {
 setup() {
   mkdir -p "$G/data" "$G/runs" "$G/kept"
   if [ -d .gpu/bin ]; then
-    for f in .gpu/bin/*.deb; do [ -e "$f" ] && dpkg -x "$f" /; done
-    ldconfig
-    [ -x "$bin" ] || xz -dc .gpu/bin/ddpm.xz >"$bin"
-    chmod +x "$bin"
+    if ! ldconfig -p | grep -q libvulkan.so.1; then
+      for f in .gpu/bin/*.deb; do dpkg -x "$f" /; done
+      ldconfig
+    fi
+    [ -x "$bin" ] || { xz -dc .gpu/bin/ddpm.xz >"$bin" && chmod +x "$bin"; }
   fi
   [ -x "$bin" ] || die "no binary: carry .gpu/bin (made by 'scripts/gpu-session.sh pack')"
   local icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
   [ -f "$icd" ] && export VK_DRIVER_FILES=$icd
-  local d f
-  for d in .gpu/data-*/*/; do
+  local d f to
+  for d in .gpu/data-*/*/ "$data"/*/; do
     [ -d "$d" ] || continue
-    mkdir -p "$G/data/$(basename "$d")"
+    to=$G/data/$(basename "$d")
+    mkdir -p "$to"
     for f in "$d"*; do
       case $f in
-        *.xz) local gz="$G/data/$(basename "$d")/$(basename "${f%.xz}").gz"
-              [ -f "$gz" ] || xz -dc "$f" | gzip -1 >"$gz" ;;
-        *) cp -n "$f" "$G/data/$(basename "$d")/" ;;
+        *.xz) [ -f "$to/$(basename "${f%.xz}").gz" ] || xz -dc "$f" | gzip -1 >"$to/$(basename "${f%.xz}").gz" ;;
+        *) [ -e "$to/$(basename "$f")" ] || ln -s "$(realpath "$f")" "$to/" ;;
       esac
     done
   done
@@ -112,10 +117,13 @@ start() {
   [ -f "$G/data/$dir/train-images-idx3-ubyte.gz" ] || [ -f "$G/data/$dir/noto-emoji-png32.tar.gz" ] \
     || { echo "$name: its data was not carried in this call; skipped"; return 0; }
   if running "$name"; then echo "$name: still training from the last call"; return 0; fi
-  if [ ! -f "$run/checkpoint/state.json" ] && [ -f "checkpoints/$name/state.json" ]; then
+  if [ ! -f "$run/checkpoint/state.json" ] && [ -f "$kept/$name/state.json" ]; then
     scripts/checkpoints.sh restore "$run"
   fi
-  local args=(--batch-size 256 --checkpoint-every 500 --sample-every 2000)
+  # DDPM_GPU_TRAIN_ARGS: more `ddpm train` options (tests: a few steps only).
+  local args=(--batch-size 256 --checkpoint-every 500 --sample-every 2000) extra
+  read -ra extra <<<"${DDPM_GPU_TRAIN_ARGS:-}"
+  args+=("${extra[@]}")
   if [ -f "$run/checkpoint/state.json" ]; then
     args+=(--resume)
   else
@@ -171,7 +179,7 @@ stop() {
 evaluate() {
   local name=${1:?$(usage)} run=$G/runs/$1
   setup
-  [ -f "$run/checkpoint/state.json" ] || { [ -f "checkpoints/$name/state.json" ] && scripts/checkpoints.sh restore "$run"; }
+  [ -f "$run/checkpoint/state.json" ] || { [ -f "$kept/$name/state.json" ] && scripts/checkpoints.sh restore "$run"; }
   "$bin" export --run "$run" --out "$OUT/$name.safetensors"
   # DDPM_GPU_SAMPLES / _STEPS / _ELBO_STRIDE: a smaller evaluation (tests).
   local n=${DDPM_GPU_SAMPLES:-1000}
@@ -189,11 +197,11 @@ land() {
   for f in "$from"/*.tar.0; do
     [ -e "$f" ] || die "no NAME.tar.0 in $from"
     name=$(basename "$f" .tar.0)
-    rm -rf "checkpoints/.$name.new" && mkdir -p "checkpoints/.$name.new"
-    cat "$from/$name".tar.* | tar -C "checkpoints/.$name.new" -xf -
-    [ -f "checkpoints/.$name.new/$name/state.json" ] || die "$f: no checkpoint inside"
-    rm -rf "checkpoints/$name" && mv "checkpoints/.$name.new/$name" "checkpoints/$name"
-    rmdir "checkpoints/.$name.new"
+    rm -rf "$kept/.$name.new" && mkdir -p "$kept/.$name.new"
+    cat "$from/$name".tar.* | tar -C "$kept/.$name.new" -xf -
+    [ -f "$kept/.$name.new/$name/state.json" ] || die "$f: no checkpoint inside"
+    rm -rf "$kept/$name" && mv "$kept/.$name.new/$name" "$kept/$name"
+    rmdir "$kept/.$name.new"
     echo "landed $name: $(scripts/checkpoints.sh list | grep "^$name ")"
   done
 }

@@ -135,3 +135,81 @@ fn keeping_a_run_without_a_checkpoint_is_a_clear_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no kept checkpoint"));
 }
+
+/// `scripts/gpu-session.sh` with its device set to the CPU: a run resumed from a kept
+/// checkpoint at the GPU batch, found still running by a second call, stopped with a checkpoint,
+/// returned as `$OUT/NAME.tar.*` and landed back among the kept checkpoints.
+#[test]
+fn the_gpu_session_script_resumes_collects_stops_and_lands_a_run() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let data = root.join("../shared/data");
+    if !data.join("mnist/train-images-idx3-ubyte.gz").exists() {
+        eprintln!("skipped: no ../shared/data/mnist");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (home, kept, out) = (
+        dir.path().join("home"),
+        dir.path().join("kept"),
+        dir.path().join("out"),
+    );
+    std::fs::create_dir_all(kept.join("mnist")).unwrap();
+    std::fs::create_dir_all(&out).unwrap();
+    for f in [
+        "state.json",
+        "model.safetensors",
+        "ema.safetensors",
+        "optim.safetensors",
+    ] {
+        std::fs::copy(
+            root.join("checkpoints/mnist").join(f),
+            kept.join("mnist").join(f),
+        )
+        .unwrap();
+    }
+    let step_of = |state: &Path| -> (u64, u64) {
+        let s: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(state).unwrap()).unwrap();
+        (
+            s["step"].as_u64().unwrap(),
+            s["config"]["batch_size"].as_u64().unwrap(),
+        )
+    };
+    let (start, _) = step_of(&kept.join("mnist/state.json"));
+    let session = |args: &[&str]| {
+        Command::new("bash")
+            .arg(root.join("scripts/gpu-session.sh"))
+            .args(args)
+            .env("DDPM_GPU_HOME", &home)
+            .env("DDPM_GPU_DEVICE", "cpu")
+            .env("DDPM_BIN", env!("CARGO_BIN_EXE_ddpm"))
+            .env("DDPM_DATA", &data)
+            .env("DDPM_CHECKPOINTS", &kept)
+            .env("DDPM_GPU_TRAIN_ARGS", format!("--steps {}", start + 2))
+            .env("OUT", &out)
+            .env("RAYON_NUM_THREADS", "1")
+            .output()
+            .expect("run scripts/gpu-session.sh")
+    };
+
+    let said = ok("train", session(&["train", "0", "mnist"]));
+    assert!(said.contains("mnist: training"), "{said}");
+    assert!(
+        out.join("mnist.tar.0").exists(),
+        "the kept checkpoint comes back at once"
+    );
+    let said = ok("train again", session(&["train", "0", "mnist"]));
+    assert!(said.contains("still training"), "{said}");
+    ok("stop", session(&["stop", "mnist"]));
+    let said = ok("land", session(&["land", out.to_str().unwrap()]));
+    assert!(said.contains("landed mnist"), "{said}");
+    // The landed checkpoint is the one the stopped run wrote: resumed at the GPU batch, at most
+    // the two steps it was allowed.
+    let (step, batch) = step_of(&kept.join("mnist/state.json"));
+    assert_eq!(batch, 256);
+    assert!((start..=start + 2).contains(&step), "{start} → {step}");
+    assert!(!kept.join(".mnist.new").exists());
+    let bad = session(&["train", "0", "cifar"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown model 'cifar'"));
+}
