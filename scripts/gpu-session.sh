@@ -25,7 +25,6 @@
 # the checkpoint, so a run moves between the CPU and a GPU and back.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$PWD
 # Where a run lives on the GPU machine: outside the copied repository, so that a later call
 # on the same (still warm) machine finds it.
 G=${DDPM_GPU_HOME:-/root/ddpm-gpu}
@@ -39,7 +38,7 @@ device=${DDPM_GPU_DEVICE:-gpu}
 part=15000000
 
 die() { echo "error: $*" >&2; exit 1; }
-usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 dataset_dir() {
   case $1 in
     mnist) echo mnist ;; fashion) echo fashion-mnist ;; emoji) echo noto-emoji-32 ;;
@@ -137,9 +136,9 @@ start() {
 
 # The newest checkpoint of a run (taken while it trains) as $OUT/NAME.tar, in parts if large.
 collect() {
-  local name=$1 i
+  local name=$1
   [ -f "$G/runs/$name/checkpoint/state.json" ] || { echo "$name: no checkpoint yet"; return 0; }
-  for i in 1 2 3 4 5; do
+  for _ in 1 2 3 4 5; do
     DDPM_CHECKPOINTS=$G/kept scripts/checkpoints.sh keep "$G/runs/$name" && break
     sleep 2
   done
@@ -200,7 +199,7 @@ land() {
     rm -rf "$kept/.$name.new" && mkdir -p "$kept/.$name.new"
     cat "$from/$name".tar.* | tar -C "$kept/.$name.new" -xf -
     [ -f "$kept/.$name.new/$name/state.json" ] || die "$f: no checkpoint inside"
-    rm -rf "$kept/$name" && mv "$kept/.$name.new/$name" "$kept/$name"
+    rm -rf "${kept:?}/${name:?}" && mv "$kept/.$name.new/$name" "$kept/$name"
     rmdir "$kept/.$name.new"
     echo "landed $name: $(scripts/checkpoints.sh list | grep "^$name ")"
   done
