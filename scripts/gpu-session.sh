@@ -4,17 +4,19 @@
 # at most 10 minutes, and returns the files written under $OUT).
 #
 #   here:   scripts/gpu-session.sh pack
-#             builds nothing; packs the release binary, the Vulkan loader and the data into
-#             .gpu/ (git-ignored): .gpu/bin, .gpu/data-1 (mnist, emoji, the test images),
-#             .gpu/data-2 (fashion's training images): with the repository, all of it does
-#             not fit the 64 MiB one call carries, so the fashion run starts in a second call
-#             made while the machine is still warm (or in a call of its own)
-#   there:  bash scripts/gpu-session.sh train SECONDS NAME...   (carry .gpu/bin .gpu/data-N)
+#             builds nothing; packs the release binary with the Vulkan loader (.gpu/bin) and
+#             each dataset (.gpu/mnist, .gpu/emoji, .gpu/fashion-train, .gpu/fashion-test)
+#             into the git-ignored .gpu/, and prints how much one call may carry beside the
+#             repository (64 MiB in all): not everything at once, so the first call carries
+#             .gpu/bin and one part, and calls made while the machine is still warm (within
+#             30 s) carry the other parts, the binary being there already
+#   there:  bash scripts/gpu-session.sh train SECONDS NAME...   (carry .gpu/bin, .gpu/PART…)
 #             starts (or, on a machine still warm from the last call, keeps) a GPU run per
-#             NAME (mnist, fashion, emoji) from its checkpoint in checkpoints/NAME, trains for
-#             SECONDS, and leaves the newest checkpoint of each as $OUT/NAME.tar[.N]
+#             NAME (mnist, fashion, emoji) whose data is there, from its checkpoint in
+#             checkpoints/NAME, trains for SECONDS, and leaves the newest checkpoint of each as
+#             $OUT/NAME.tar.N (parts under 16 MiB)
 #           bash scripts/gpu-session.sh stop NAME...   (the last call: Ctrl-C, then as above)
-#           bash scripts/gpu-session.sh eval NAME       (carry .gpu/bin .gpu/data-N)
+#           bash scripts/gpu-session.sh eval NAME       (its data there: fashion-test too)
 #             exports the EMA weights and runs `ddpm eval` on 1000 DDPM-1000 samples,
 #             unconditional and per class with guidance 2; $OUT gets the weights, the JSON
 #             and the sample sets (re-score here with `ddpm eval --load-samples`)
@@ -38,7 +40,7 @@ device=${DDPM_GPU_DEVICE:-gpu}
 part=15000000
 
 die() { echo "error: $*" >&2; exit 1; }
-usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 dataset_dir() {
   case $1 in
     mnist) echo mnist ;; fashion) echo fashion-mnist ;; emoji) echo noto-emoji-32 ;;
@@ -55,7 +57,7 @@ pack() {
   exclude=$(git rev-parse --git-path info/exclude)
   mkdir -p "$(dirname "$exclude")"
   grep -qx '/.gpu/' "$exclude" 2>/dev/null || echo '/.gpu/' >>"$exclude"
-  rm -rf .gpu && mkdir -p .gpu/bin .gpu/data-1 .gpu/data-2
+  rm -rf .gpu && mkdir -p .gpu/bin
   strip -o .gpu/bin/ddpm "$exe"
   xz -T0 -6 .gpu/bin/ddpm
   # The Vulkan loader, which the GPU machine's image lacks (the device tool's README).
@@ -64,19 +66,24 @@ pack() {
   o=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists="$lists")
   apt-get "${o[@]}" update -qq
   (cd .gpu/bin && apt-get "${o[@]}" download -qq libvulkan1)
-  # data-1: mnist and emoji, and the test images of both digit sets (for `eval`); data-2: the
-  # fashion training images. xz packs the images tighter than gzip; `setup` turns them back.
-  local dir f
-  for dir in mnist fashion-mnist noto-emoji-32; do mkdir -p .gpu/data-1/$dir; done
-  mkdir -p .gpu/data-2/fashion-mnist
-  cp "$data"/mnist/*labels* "$data"/mnist/t10k-images* .gpu/data-1/mnist/
-  cp "$data"/fashion-mnist/*labels* "$data"/fashion-mnist/t10k-images* .gpu/data-1/fashion-mnist/
-  cp "$data"/noto-emoji-32/noto-emoji-png32.tar.gz .gpu/data-1/noto-emoji-32/
-  for f in mnist:data-1 fashion-mnist:data-2; do
-    gzip -dc "$data/${f%:*}/train-images-idx3-ubyte.gz" | xz -T0 -9 \
-      >".gpu/${f#*:}/${f%:*}/train-images-idx3-ubyte.xz"
-  done
-  du -sh .gpu/* "$(git rev-parse --show-toplevel)/checkpoints"
+  # One part per dataset (fashion's in two), each .gpu/PART/DATASET-FOLDER; xz packs the idx
+  # images tighter than gzip, `setup` turns them back.
+  mkdir -p .gpu/mnist/mnist .gpu/emoji/noto-emoji-32 .gpu/fashion-train/fashion-mnist \
+    .gpu/fashion-test/fashion-mnist
+  cp "$data"/mnist/*labels* "$data"/mnist/t10k-images* .gpu/mnist/mnist/
+  cp "$data"/noto-emoji-32/noto-emoji-png32.tar.gz .gpu/emoji/noto-emoji-32/
+  cp "$data"/fashion-mnist/train-labels* .gpu/fashion-train/fashion-mnist/
+  cp "$data"/fashion-mnist/t10k-* .gpu/fashion-test/fashion-mnist/
+  gzip -dc "$data/mnist/train-images-idx3-ubyte.gz" | xz -T0 -9 >.gpu/mnist/mnist/train-images-idx3-ubyte.xz
+  gzip -dc "$data/fashion-mnist/train-images-idx3-ubyte.gz" | xz -T0 -9 \
+    >.gpu/fashion-train/fashion-mnist/train-images-idx3-ubyte.xz
+  chmod -R u+w .gpu
+  # What one call may carry besides the repository's tracked files.
+  local tracked room
+  tracked=$(git ls-files -z | xargs -0 cat | wc -c)
+  room=$((64 * 1024 * 1024 - tracked))
+  echo "the repository: $((tracked / 1000000)) MB; room in one call: $((room / 1000000)) MB"
+  du -sB1 .gpu/* | awk '{printf "  %-22s %5.1f MB\n", $2, $1 / 1e6}'
 }
 
 # On the GPU machine: install the loader, unpack the binary and whatever data this call carried.
@@ -93,7 +100,7 @@ setup() {
   local icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
   [ -f "$icd" ] && export VK_DRIVER_FILES=$icd
   local d f to
-  for d in .gpu/data-*/*/ "$data"/*/; do
+  for d in .gpu/*/*/ "$data"/*/; do
     [ -d "$d" ] || continue
     to=$G/data/$(basename "$d")
     mkdir -p "$to"
