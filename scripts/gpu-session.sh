@@ -115,7 +115,15 @@ setup() {
   mkdir -p "$XDG_RUNTIME_DIR"
 }
 
-running() { pgrep -f "train --dataset $1 --run $G/runs/$1 " >/dev/null; }
+# The command line of NAME's training process, to find or stop it.
+pattern() { echo "train --dataset $1 --run $G/runs/$1 "; }
+running() { pgrep -f "$(pattern "$1")" >/dev/null; }
+# A run with no checkpoint of its own starts from the kept one, if any.
+restore_kept() {
+  if [ ! -f "$G/runs/$1/checkpoint/state.json" ] && [ -f "$kept/$1/state.json" ]; then
+    scripts/checkpoints.sh restore "$G/runs/$1"
+  fi
+}
 
 start() {
   local name=$1 run=$G/runs/$1 dir
@@ -123,9 +131,7 @@ start() {
   [ -f "$G/data/$dir/train-images-idx3-ubyte.gz" ] || [ -f "$G/data/$dir/noto-emoji-png32.tar.gz" ] \
     || { echo "$name: its data was not carried in this call; skipped"; return 0; }
   if running "$name"; then echo "$name: still training from the last call"; return 0; fi
-  if [ ! -f "$run/checkpoint/state.json" ] && [ -f "$kept/$name/state.json" ]; then
-    scripts/checkpoints.sh restore "$run"
-  fi
+  restore_kept "$name"
   # DDPM_GPU_TRAIN_ARGS: more `ddpm train` options (tests: a few steps only).
   local args=(--batch-size 256 --checkpoint-every 500 --sample-every 2000) extra
   read -ra extra <<<"${DDPM_GPU_TRAIN_ARGS:-}"
@@ -174,7 +180,7 @@ stop() {
   [ $# -gt 0 ] || usage
   local name
   setup
-  for name in "$@"; do pkill -INT -f "train --dataset $name --run $G/runs/$name " || true; done
+  for name in "$@"; do pkill -INT -f "$(pattern "$name")" || true; done
   for name in "$@"; do
     while running "$name"; do sleep 1; done
     tail -n 2 "$G/runs/$name.out" || true
@@ -185,7 +191,7 @@ stop() {
 evaluate() {
   local name=${1:?$(usage)} run=$G/runs/$1
   setup
-  [ -f "$run/checkpoint/state.json" ] || { [ -f "$kept/$name/state.json" ] && scripts/checkpoints.sh restore "$run"; }
+  restore_kept "$name"
   "$bin" export --run "$run" --out "$OUT/$name.safetensors"
   # DDPM_GPU_SAMPLES / _STEPS / _ELBO_STRIDE: a smaller evaluation (tests).
   local n=${DDPM_GPU_SAMPLES:-1000}
