@@ -56,13 +56,26 @@ fn main() {
             bench(preset, &cpu, "cpu(flex)", count, 5);
         }
     }
-    if std::env::var("DDPM_BENCH_GPU").is_ok()
-        && let Ok(gpu) = Device::wgpu_options().init()
-    {
-        for preset in ["mnist-small", "mnist", "emoji"] {
-            for count in [1, 16, 64] {
-                bench(preset, &gpu, "gpu(wgpu)", count, 20);
+    if std::env::var("DDPM_BENCH_GPU").is_ok() {
+        bench_gpu();
+    }
+}
+
+#[cfg(all(not(target_arch = "wasm32"), feature = "gpu"))]
+fn bench_gpu() {
+    match Device::wgpu_options().init() {
+        Ok(gpu) => {
+            for preset in ["mnist-small", "mnist", "emoji"] {
+                for count in [1, 16, 64] {
+                    bench(preset, &gpu, "gpu(wgpu)", count, 20);
+                }
             }
         }
+        Err(e) => println!("no GPU benchmark: {e}"),
     }
+}
+
+#[cfg(all(not(target_arch = "wasm32"), not(feature = "gpu")))]
+fn bench_gpu() {
+    println!("no GPU benchmark: built without the `gpu` feature");
 }

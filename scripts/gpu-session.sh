@@ -52,7 +52,8 @@ pack() {
   source scripts/env.sh
   local exe=${DDPM_BIN:-$CARGO_TARGET_DIR/release/ddpm}
   [ -x "$exe" ] || die "build first: cargo build --release --features train"
-  "$exe" train --help | grep -q -- --resume || die "$exe was built without --features train"
+  "$exe" --version | grep -q "(gpu, train)" \
+    || die "$exe was built without the gpu or train feature: $("$exe" --version)"
   local exclude
   exclude=$(git rev-parse --git-path info/exclude)
   mkdir -p "$(dirname "$exclude")"

@@ -1,9 +1,7 @@
 #!/usr/bin/env bash
-# Build the page and serve it on http://127.0.0.1:8080 (installs the toolchain on first use).
+# Build the page and serve it on http://127.0.0.1:8080 (PORT=… for another port); installs the
+# pinned toolchain on first use. Re-run after editing the crate or www/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/env.sh
-source scripts/tools.sh
-ensure_web_tools
-echo "==> building and serving on http://127.0.0.1:${PORT:-8080}/"
-exec trunk --config trunk.toml serve --port "${PORT:-8080}" "$@"
+scripts/build-site.sh
+exec node scripts/static-server.mjs "${DIST:-dist}" "${PORT:-8080}"

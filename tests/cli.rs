@@ -1,6 +1,8 @@
 //! The `ddpm` command end to end: init → info → sample (PNG, per-sample PNGs, GIF) and errors.
 #![cfg(not(target_arch = "wasm32"))]
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -33,7 +35,7 @@ fn png_size(path: &Path) -> (u32, u32) {
 
 #[test]
 fn init_info_sample_end_to_end() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let w = dir.path().join("tiny.safetensors");
     let ws = w.to_str().unwrap();
     ok(&ddpm(&[
@@ -135,7 +137,7 @@ fn one_line_error(out: &Output) -> String {
 
 #[test]
 fn bad_files_and_options_give_one_line_errors() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let w = dir.path().join("w.safetensors");
     let ws = w.to_str().unwrap();
     ok(&ddpm(&["init", "--preset", "tiny", "--out", ws]));
@@ -185,7 +187,7 @@ fn bad_files_and_options_give_one_line_errors() {
 
 #[test]
 fn a_model_config_file_works_where_a_preset_does_and_bad_ones_are_explained() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let cfg = dir.path().join("model.json");
     std::fs::write(&cfg, SMALL_CONFIG).unwrap();
     let w = dir.path().join("m.safetensors");
@@ -232,7 +234,7 @@ fn a_model_config_file_works_where_a_preset_does_and_bad_ones_are_explained() {
 #[cfg(feature = "train")]
 #[test]
 fn eval_reports_each_class_under_guidance_and_writes_a_grid() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let w = dir.path().join("m.safetensors");
     let clf = dir.path().join("clf.safetensors");
     let grid = dir.path().join("grid.png");

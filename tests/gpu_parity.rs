@@ -3,8 +3,9 @@
 //! a few tensor layouts it uses, and the loss on the device against one computed on the host.
 //!
 //! Runs only with `DDPM_GPU_TESTS=1` and a wgpu adapter (a real GPU, or lavapipe), since a
-//! software Vulkan device makes it slow; without them it says so and passes.
-#![cfg(feature = "train")]
+//! software Vulkan device makes it slow; without them it says so and passes. Needs the `gpu`
+//! feature (on by default).
+#![cfg(all(feature = "train", feature = "gpu"))]
 
 use std::sync::OnceLock;
 

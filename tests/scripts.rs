@@ -1,6 +1,8 @@
 //! `scripts/checkpoints.sh`: a run kept in the repository and restored elsewhere resumes exactly.
 #![cfg(all(feature = "train", not(target_arch = "wasm32")))]
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -73,7 +75,7 @@ fn weights(file: &Path) -> Vec<(String, Vec<usize>, Vec<f32>)> {
 
 #[test]
 fn a_kept_checkpoint_restored_elsewhere_resumes_like_an_uninterrupted_run() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let kept = dir.path().join("kept");
     let straight = dir.path().join("a/tiny");
     train(&straight, 6, false);
@@ -122,7 +124,7 @@ fn a_kept_checkpoint_restored_elsewhere_resumes_like_an_uninterrupted_run() {
 
 #[test]
 fn keeping_a_run_without_a_checkpoint_is_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let kept = dir.path().join("kept");
     let out = script(&kept, &["keep", dir.path().join("none").to_str().unwrap()]);
     assert!(!out.status.success());
@@ -147,7 +149,7 @@ fn the_gpu_session_script_resumes_collects_stops_and_lands_a_run() {
         eprintln!("skipped: no ../shared/data/mnist");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let (home, kept, out) = (
         dir.path().join("home"),
         dir.path().join("kept"),

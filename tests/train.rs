@@ -2,6 +2,8 @@
 //! exactly, export → sample works, a corrupt checkpoint is a clear error.
 #![cfg(feature = "train")]
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -52,7 +54,7 @@ fn mean(v: &[f64]) -> f64 {
 #[test]
 fn loss_decreases_and_resume_matches_an_uninterrupted_run() {
     let _turn = serial();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let straight = dir.path().join("straight");
     let report = train(config(60), false, options(&straight)).unwrap();
     assert_eq!(report.step, 60);
@@ -94,7 +96,7 @@ fn loss_decreases_and_resume_matches_an_uninterrupted_run() {
 #[test]
 fn export_then_sample_and_corrupt_checkpoints() {
     let _turn = serial();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let run = dir.path().join("run");
     train(config(10), false, options(&run)).unwrap();
     let out = dir.path().join("model.safetensors");
@@ -153,7 +155,7 @@ fn export_then_sample_and_corrupt_checkpoints() {
 #[test]
 fn interrupted_runs_write_a_checkpoint() {
     let _turn = serial();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let run = dir.path().join("run");
     let opts = options(&run);
     opts.stop.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -166,7 +168,7 @@ fn interrupted_runs_write_a_checkpoint() {
 fn resume_keeps_the_checkpoint_settings_but_applies_the_given_changes() {
     let _turn = serial();
     use ddpm_web::train::{ResumeChanges, checkpoint};
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let run = dir.path().join("run");
     train(config(10), false, options(&run)).unwrap();
     // A different lr in the config passed to a resumed run is ignored (the checkpoint wins)…
@@ -207,7 +209,7 @@ fn resume_keeps_the_checkpoint_settings_but_applies_the_given_changes() {
 fn a_diverging_run_stops_with_a_message_and_keeps_the_last_good_checkpoint() {
     let _turn = serial();
     use ddpm_web::train::{ResumeChanges, checkpoint};
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let run = dir.path().join("run");
     train(config(10), false, options(&run)).unwrap();
     let before = std::fs::read(run.join("checkpoint").join("model.safetensors")).unwrap();
@@ -253,7 +255,7 @@ fn data_loaders_read_the_shared_datasets_or_explain() {
         missing.contains("/nonexistent/mnist/train-images-idx3-ubyte.gz"),
         "{missing}"
     );
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     std::fs::create_dir_all(dir.path().join("mnist")).unwrap();
     std::fs::write(
         dir.path().join("mnist/train-images-idx3-ubyte.gz"),

@@ -13,7 +13,7 @@ pub struct Picked {
 }
 
 /// `cpu` → Burn's flex backend; `gpu` → Burn's wgpu backend, or the CPU with a reason when no
-/// adapter can be initialised.
+/// adapter can be initialised or the binary was built without the `gpu` feature.
 pub fn pick(name: &str) -> Result<Picked, String> {
     match name {
         "cpu" => Ok(Picked {
@@ -21,18 +21,34 @@ pub fn pick(name: &str) -> Result<Picked, String> {
             label: "CPU (flex)".into(),
             fallback_reason: None,
         }),
-        "gpu" => match Device::wgpu_options().init() {
-            Ok(device) => Ok(Picked {
-                device,
-                label: "GPU (wgpu)".into(),
-                fallback_reason: None,
-            }),
-            Err(e) => Ok(Picked {
-                device: Device::flex(),
-                label: "CPU (flex)".into(),
-                fallback_reason: Some(e.to_string()),
-            }),
-        },
+        "gpu" => Ok(gpu()),
         other => Err(format!("unknown device \"{other}\": use cpu or gpu")),
+    }
+}
+
+#[cfg(feature = "gpu")]
+fn gpu() -> Picked {
+    match Device::wgpu_options().init() {
+        Ok(device) => Picked {
+            device,
+            label: "GPU (wgpu)".into(),
+            fallback_reason: None,
+        },
+        Err(e) => cpu_instead(e.to_string()),
+    }
+}
+
+#[cfg(not(feature = "gpu"))]
+fn gpu() -> Picked {
+    cpu_instead(
+        "this ddpm was built without the `gpu` feature (rebuild with default features)".into(),
+    )
+}
+
+fn cpu_instead(reason: String) -> Picked {
+    Picked {
+        device: Device::flex(),
+        label: "CPU (flex)".into(),
+        fallback_reason: Some(reason),
     }
 }

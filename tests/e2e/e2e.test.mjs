@@ -1,18 +1,18 @@
 // Browser end-to-end tests: headless Chromium (system package) driven by playwright-core,
-// against the trunk-built site in dist/, served on 127.0.0.1.
+// against the built site in dist/ (scripts/build-site.sh), served on 127.0.0.1.
 //
 //   node --test tests/e2e/    (scripts/test.sh builds dist/ and the native binary first)
 //
 // Env: DDPM_BIN (native ddpm binary), CHROMIUM (browser path), DIST (site folder).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer } from 'node:http';
 import { readFile, mkdir, writeFile, stat } from 'node:fs/promises';
 import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { createStaticServer } from '../../scripts/static-server.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const DIST = process.env.DIST || path.join(ROOT, 'dist');
@@ -23,7 +23,6 @@ const require = createRequire(path.join(process.env.DDPM_CACHE || path.join(os.h
 const { chromium } = require('playwright-core');
 
 const WEIGHTS = 'weights/test-tiny.safetensors';
-const MIME = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css', '.json': 'application/json', '.png': 'image/png' };
 const EXTRA = {
   '/weights/corrupt.safetensors': Buffer.from('this is not a weights file at all'),
   '/test-widget.html': (q) => `<!doctype html><meta charset="utf-8"><script type="module" src="ddpm-sampler.js"></script>
@@ -36,24 +35,7 @@ const figures = {};
 before(async () => {
   await mkdir(ART, { recursive: true });
   await stat(path.join(DIST, 'ddpm-web_bg.wasm')); // dist/ must be built
-  server = createServer(async (req, res) => {
-    const url = new URL(req.url, 'http://x');
-    const extra = EXTRA[url.pathname];
-    if (extra) {
-      const body = typeof extra === 'function' ? extra(url.searchParams) : extra;
-      res.writeHead(200, { 'content-type': url.pathname.endsWith('.html') ? 'text/html' : 'application/octet-stream' });
-      return res.end(body);
-    }
-    const file = path.join(DIST, path.normalize(decodeURIComponent(url.pathname === '/' ? '/index.html' : url.pathname)));
-    if (!file.startsWith(DIST)) { res.writeHead(403); return res.end(); }
-    try {
-      const body = await readFile(file);
-      res.writeHead(200, { 'content-type': MIME[path.extname(file)] || 'application/octet-stream', 'content-length': body.length });
-      res.end(body);
-    } catch {
-      res.writeHead(404); res.end('not found');
-    }
-  });
+  server = createStaticServer(DIST, EXTRA);
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
   base = `http://127.0.0.1:${server.address().port}`;
 });

@@ -24,10 +24,20 @@ macro_rules! println {
     }};
 }
 
+// `ddpm --version` names the optional parts this binary was built with.
+#[cfg(all(feature = "gpu", feature = "train"))]
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (gpu, train)");
+#[cfg(all(feature = "gpu", not(feature = "train")))]
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (gpu, no train)");
+#[cfg(all(not(feature = "gpu"), feature = "train"))]
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (no gpu, train)");
+#[cfg(all(not(feature = "gpu"), not(feature = "train")))]
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (no gpu, no train)");
+
 #[derive(Parser)]
 #[command(
     name = "ddpm",
-    version,
+    version = VERSION,
     about = "DDPM image generation (Ho et al. 2020): sample, inspect, benchmark, train"
 )]
 struct Cli {
