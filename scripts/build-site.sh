@@ -13,6 +13,7 @@ source scripts/tools.sh
 dist="${DIST:-dist}"
 target_dir="$DDPM_CACHE/target-wasm"
 stage="$(mktemp -d "${TMPDIR:-/tmp}/ddpm-site.XXXXXX")"
+chmod 755 "$stage" # mktemp makes it private; dist/ is for any web server to read
 tools_log="$stage.tools.log"
 tools_pid=""
 trap '[ -n "$tools_pid" ] && kill "$tools_pid" 2>/dev/null; rm -rf "$stage" "$tools_log"' EXIT
