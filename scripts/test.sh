@@ -5,8 +5,7 @@
 # wasm-bindgen-cli, binaryen, playwright-core) into ~/.cache/ddpm-web first.
 #
 # The site builds in the background while the native tests build and run: each cold build
-# spends long stretches in one big crate on one core, so on a 2-core machine the two together
-# take much less than one after the other.
+# has long stretches in one big crate that leave a core idle, which the other build fills.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh

@@ -420,3 +420,36 @@ fn eval_reports_each_class_under_guidance_and_writes_a_grid() {
     ]));
     assert!(err.contains("labels"), "{err}");
 }
+
+/// `ddpm --version` names the features the binary was built with (scripts/gpu-session.sh
+/// checks it before carrying a binary to a GPU machine), and without `gpu` a GPU request runs
+/// on the CPU and says why.
+#[test]
+fn version_names_the_features_and_gpu_without_the_feature_falls_back() {
+    let out = ddpm(&["--version"]);
+    ok(&out);
+    let version = String::from_utf8_lossy(&out.stdout);
+    let gpu = if cfg!(feature = "gpu") {
+        "gpu"
+    } else {
+        "no gpu"
+    };
+    let train = if cfg!(feature = "train") {
+        "train"
+    } else {
+        "no train"
+    };
+    assert!(version.contains(&format!("({gpu}, {train})")), "{version}");
+    if !cfg!(feature = "gpu") {
+        let out = ddpm(&[
+            "bench", "--preset", "tiny", "--device", "gpu", "--count", "1",
+        ]);
+        ok(&out);
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(said.contains("without the `gpu` feature"), "{said}");
+    }
+}
