@@ -16,11 +16,7 @@ pub struct Picked {
 /// adapter can be initialised or the binary was built without the `gpu` feature.
 pub fn pick(name: &str) -> Result<Picked, String> {
     match name {
-        "cpu" => Ok(Picked {
-            device: Device::flex(),
-            label: "CPU (flex)".into(),
-            fallback_reason: None,
-        }),
+        "cpu" => Ok(on_cpu(None)),
         "gpu" => Ok(gpu()),
         other => Err(format!("unknown device \"{other}\": use cpu or gpu")),
     }
@@ -34,21 +30,22 @@ fn gpu() -> Picked {
             label: "GPU (wgpu)".into(),
             fallback_reason: None,
         },
-        Err(e) => cpu_instead(e.to_string()),
+        Err(e) => on_cpu(Some(e.to_string())),
     }
 }
 
 #[cfg(not(feature = "gpu"))]
 fn gpu() -> Picked {
-    cpu_instead(
+    on_cpu(Some(
         "this ddpm was built without the `gpu` feature (rebuild with default features)".into(),
-    )
+    ))
 }
 
-fn cpu_instead(reason: String) -> Picked {
+/// Burn's flex backend; `fallback_reason` says why, when the GPU was asked for.
+fn on_cpu(fallback_reason: Option<String>) -> Picked {
     Picked {
         device: Device::flex(),
         label: "CPU (flex)".into(),
-        fallback_reason: Some(reason),
+        fallback_reason,
     }
 }
