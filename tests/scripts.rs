@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use ddpm_web::burn::tensor::Device;
@@ -56,12 +56,17 @@ fn train(run: &Path, steps: u32, resume: bool) {
     ok("ddpm train", out);
 }
 
+/// The checkout under test. Cargo runs integration tests in the package root, whereas
+/// `env!("CARGO_MANIFEST_DIR")` names the checkout the test was first compiled in: with one
+/// target dir shared between clones (`scripts/env.sh`), cargo reuses the binary of another
+/// clone whose sources match, and that clone's scripts would be the ones tested.
+fn root() -> PathBuf {
+    std::env::current_dir().expect("the current directory")
+}
+
 fn script(kept: &Path, args: &[&str]) -> Output {
     Command::new("bash")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/scripts/checkpoints.sh"
-        ))
+        .arg(root().join("scripts/checkpoints.sh"))
         .args(args)
         .env("DDPM_CHECKPOINTS", kept)
         .output()
@@ -143,7 +148,7 @@ fn keeping_a_run_without_a_checkpoint_is_a_clear_error() {
 /// returned as `$OUT/NAME.tar.*` and landed back among the kept checkpoints.
 #[test]
 fn the_gpu_session_script_resumes_collects_stops_and_lands_a_run() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = root();
     let data = root.join("../shared/data");
     if !data.join("mnist/train-images-idx3-ubyte.gz").exists() {
         eprintln!("skipped: no ../shared/data/mnist");
