@@ -290,3 +290,35 @@ for (const webgpu of [true, false]) {
     }
   });
 }
+
+// Every model the page offers (weights/index.json) loads and generates on the CPU fallback, at
+// its own image size and channel count: a shipped file that the page cannot read fails here,
+// not in a visitor's browser.
+test('CPU fallback: every model in weights/index.json loads and generates', { timeout: 600_000 }, async () => {
+  const models = JSON.parse(await readFile(path.join(DIST, 'weights/index.json'), 'utf8'));
+  assert.ok(models.length > 0, 'weights/index.json lists no model');
+  const browser = await launch(false);
+  try {
+    for (const m of models) {
+      const page = await browser.newPage();
+      const errors = [];
+      page.on('pageerror', (e) => errors.push(e.message));
+      await page.goto(`${base}/index.html?model=${encodeURIComponent(m.file)}`);
+      await page.waitForFunction(() => document.getElementById('sampler-el')?.model, null, { timeout: 120_000 });
+      assert.equal(await page.inputValue('#model'), m.file, `${m.file}: the page did not select it`);
+      const cfg = await page.evaluate(() => document.getElementById('sampler-el').model.manifest.model);
+      const run = await runOnPage(page, { sampler: 'ddim', steps: 3, seed: 1, count: 1 });
+      assert.equal(run.steps.length, 3, `${m.file}: steps drawn`);
+      const px = await canvasPixels(page, '#sampler-el');
+      assert.ok(px.width >= cfg.image_size && px.height >= cfg.image_size, `${m.file}: canvas ${px.width}×${px.height}`);
+      // Grey models draw R = G = B; colour ones do not.
+      let coloured = 0;
+      for (let i = 0; i < px.data.length; i += 4) if (px.data[i] !== px.data[i + 1] || px.data[i + 1] !== px.data[i + 2]) coloured++;
+      assert.equal(coloured > 0, cfg.image_channels === 3, `${m.file}: ${coloured} coloured pixels for ${cfg.image_channels} channel(s)`);
+      assert.deepEqual(errors, [], `${m.file}: page errors`);
+      await page.close();
+    }
+  } finally {
+    await browser.close();
+  }
+});
