@@ -186,14 +186,23 @@ test('Stop ends a run within one step and a new Generate works', { timeout: 600_
       let seen = 0;
       let stoppedAt = -1;
       el.addEventListener('ddpm-step', (e) => {
+        if (!measuring) { measuring = true; last = performance.now(); }
         seen = e.detail.step;
         if (e.detail.step === 3 && stoppedAt < 0) { stoppedAt = 3; document.getElementById('stop').click(); }
       });
       const stopped = new Promise((r) => el.addEventListener('ddpm-stopped', (e) => r(e.detail), { once: true }));
-      // Main-thread responsiveness while sampling: the longest gap between 10 ms timer ticks.
+      // Main-thread responsiveness while sampling: the longest gap between 10 ms timer ticks,
+      // from the first drawn step on. Before it the worker warms up its engine while the
+      // browser tiers up the wasm on its own threads; on two cores that alone has stalled the
+      // page's main thread for up to ~210 ms, once, in 3 runs out of 7 (not the page's work).
       let last = performance.now();
       let maxGap = 0;
-      const tick = setInterval(() => { const now = performance.now(); maxGap = Math.max(maxGap, now - last); last = now; }, 10);
+      let measuring = false;
+      const tick = setInterval(() => {
+        const now = performance.now();
+        if (measuring) maxGap = Math.max(maxGap, now - last);
+        last = now;
+      }, 10);
       document.getElementById('sampler').value = 'ddpm';
       document.getElementById('steps').value = '1000';
       document.getElementById('generate').click();
@@ -208,7 +217,9 @@ test('Stop ends a run within one step and a new Generate works', { timeout: 600_
     assert.equal(result.stoppedAt, 3);
     assert.ok(result.afterStop <= 4, `ran on to step ${result.afterStop}`);
     assert.equal(result.again.steps, 3);
-    assert.ok(result.maxGap < 100, `the main thread stalled for ${result.maxGap.toFixed(0)} ms`);
+    // One step of this run takes 250–450 ms in the worker here: sampling on the main thread
+    // would stall it at least that long. Scheduling noise on two cores reaches ~90 ms.
+    assert.ok(result.maxGap < 200, `the main thread stalled for ${result.maxGap.toFixed(0)} ms`);
     figures.mainThreadMaxStallMs = Math.round(result.maxGap);
   } finally {
     await browser.close();
