@@ -113,11 +113,11 @@ async function runOnPage(page, { sampler = 'ddim', steps = 5, seed = 7, count = 
   return { done, steps: steps_, distinct };
 }
 
-async function openPage(browser, query = '') {
+async function openPage(browser, query = '', model = 'test-tiny.safetensors') {
   const page = await browser.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
-  await page.goto(`${base}/index.html?model=test-tiny.safetensors${query}`);
+  await page.goto(`${base}/index.html?model=${encodeURIComponent(model)}${query}`);
   await page.waitForFunction(() => document.getElementById('sampler-el')?.model, null, { timeout: 120_000 });
   return { page, errors };
 }
@@ -194,7 +194,7 @@ test('Stop ends a run within one step and a new Generate works', { timeout: 600_
       // Main-thread responsiveness while sampling: the longest gap between 10 ms timer ticks,
       // from the first drawn step on. Before it the worker warms up its engine while the
       // browser tiers up the wasm on its own threads; on two cores that alone has stalled the
-      // page's main thread for up to ~210 ms, once, in 3 runs out of 7 (not the page's work).
+      // page's main thread for up to ~210 ms, once, in 4 runs out of 8 (not the page's work).
       let last = performance.now();
       let maxGap = 0;
       let measuring = false;
@@ -311,11 +311,7 @@ test('CPU fallback: every model in weights/index.json loads and generates', { ti
   const browser = await launch(false);
   try {
     for (const m of models) {
-      const page = await browser.newPage();
-      const errors = [];
-      page.on('pageerror', (e) => errors.push(e.message));
-      await page.goto(`${base}/index.html?model=${encodeURIComponent(m.file)}`);
-      await page.waitForFunction(() => document.getElementById('sampler-el')?.model, null, { timeout: 120_000 });
+      const { page, errors } = await openPage(browser, '', m.file);
       assert.equal(await page.inputValue('#model'), m.file, `${m.file}: the page did not select it`);
       const cfg = await page.evaluate(() => document.getElementById('sampler-el').model.manifest.model);
       const run = await runOnPage(page, { sampler: 'ddim', steps: 3, seed: 1, count: 1 });
