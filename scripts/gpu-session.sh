@@ -16,10 +16,10 @@
 #             checkpoints/NAME, trains for SECONDS, and leaves the newest checkpoint of each as
 #             $OUT/NAME.tar.N (parts under 16 MiB)
 #           bash scripts/gpu-session.sh stop NAME...   (the last call: Ctrl-C, then as above)
-#           bash scripts/gpu-session.sh eval NAME       (its data there: fashion-test too)
+#           bash scripts/gpu-session.sh eval NAME [uncond|guided]   (its data there: fashion-test too)
 #             exports the EMA weights and runs `ddpm eval` on 1000 DDPM-1000 samples,
-#             unconditional and per class with guidance 2; $OUT gets the weights, the JSON
-#             and the sample sets (re-score here with `ddpm eval --load-samples`)
+#             unconditional and/or per class with guidance 2 (both by default); $OUT gets the
+#             weights, the JSON and the sample sets (re-score here with `ddpm eval --load-samples`)
 #   here:   scripts/gpu-session.sh land DIR
 #             puts the checkpoints found in DIR (the call's returned files) into checkpoints/
 #
@@ -61,12 +61,14 @@ pack() {
   rm -rf .gpu && mkdir -p .gpu/bin
   strip -o .gpu/bin/ddpm "$exe"
   xz -T0 -6 .gpu/bin/ddpm
-  # The Vulkan loader, which the GPU machine's image lacks (the device tool's README).
+  # The Vulkan loader and libglvnd, which the GPU machine's image lacks (the device tool's
+  # README): NVIDIA's Vulkan driver (libGLX_nvidia) needs libGLdispatch from libglvnd0, and
+  # without it no adapter is found.
   local lists=/tmp/ddpm-amd64-lists o
   mkdir -p "$lists/partial"
   o=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists="$lists")
   apt-get "${o[@]}" update -qq
-  (cd .gpu/bin && apt-get "${o[@]}" download -qq libvulkan1)
+  (cd .gpu/bin && apt-get "${o[@]}" download -qq libvulkan1 libglvnd0)
   # One part per dataset (fashion's in two), each .gpu/PART/DATASET-FOLDER; xz packs the idx
   # images tighter than gzip, `setup` turns them back.
   mkdir -p .gpu/mnist/mnist .gpu/emoji/noto-emoji-32 .gpu/fashion-train/fashion-mnist \
@@ -91,7 +93,7 @@ pack() {
 setup() {
   mkdir -p "$G/data" "$G/runs" "$G/kept"
   if [ -d .gpu/bin ]; then
-    if ! ldconfig -p | grep -q libvulkan.so.1; then
+    if ! ldconfig -p | grep -q libvulkan.so.1 || ! ldconfig -p | grep -q libGLdispatch.so.0; then
       for f in .gpu/bin/*.deb; do dpkg -x "$f" /; done
       ldconfig
     fi
@@ -100,6 +102,8 @@ setup() {
   [ -x "$bin" ] || die "no binary: carry .gpu/bin (made by 'scripts/gpu-session.sh pack')"
   local icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
   [ -f "$icd" ] && export VK_DRIVER_FILES=$icd
+  # Copies, not links: the next call on a warm machine replaces the repository's copy, and a
+  # link into it would then point nowhere.
   local d f to
   for d in .gpu/*/*/ "$data"/*/; do
     [ -d "$d" ] || continue
@@ -108,7 +112,7 @@ setup() {
     for f in "$d"*; do
       case $f in
         *.xz) [ -f "$to/$(basename "${f%.xz}").gz" ] || xz -dc "$f" | gzip -1 >"$to/$(basename "${f%.xz}").gz" ;;
-        *) [ -e "$to/$(basename "$f")" ] || ln -s "$(realpath "$f")" "$to/" ;;
+        *) [ -e "$to/$(basename "$f")" ] || cp "$f" "$to/" ;;
       esac
     done
   done
@@ -143,9 +147,28 @@ start() {
     # A new run: the settings the CPU runs use, at the GPU's batch.
     args+=(--steps 200000 --lr 1e-3 --warmup 500 --ema-decay 0.9995)
   fi
+  local before pid
+  before=$(wc -l <"$run.out" 2>/dev/null || echo 0)
   setsid nohup "$bin" train --dataset "$name" --run "$run" --device "$device" --data "$G/data" \
     -q "${args[@]}" >>"$run.out" 2>&1 </dev/null &
-  echo "$name: training (pid $!)"
+  pid=$!
+  # `--device gpu` falls back to the CPU when no adapter is found; here that would spend the
+  # whole call training at a hundredth of the speed, so stop at once and say why.
+  if [ "$device" = gpu ]; then
+    for _ in $(seq 120); do
+      tail -n +$((before + 1)) "$run.out" | grep -q '^training on' && break
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 1
+    done
+    if tail -n +$((before + 1)) "$run.out" | grep -q 'falling back to the CPU'; then
+      kill -INT "$pid" 2>/dev/null || true
+      while kill -0 "$pid" 2>/dev/null; do sleep 1; done
+      local why
+      why=$(tail -n +$((before + 1)) "$run.out" | grep -m1 -o 'no GPU adapter.*' | sed 's/; falling back.*//')
+      die "$name: $why; stopped rather than left training on the CPU"
+    fi
+  fi
+  echo "$name: training (pid $pid)"
 }
 
 # The newest checkpoint of a run (taken while it trains) as $OUT/NAME.tar, in parts if large.
@@ -190,16 +213,20 @@ stop() {
 }
 
 evaluate() {
-  local name=${1:?$(usage)} run=$G/runs/$1
+  local name=${1:?$(usage)} run=$G/runs/$1 what=${2:-both}
+  case $what in uncond | guided | both) ;; *) die "eval $name $what: uncond, guided or both" ;; esac
   setup
   restore_kept "$name"
-  "$bin" export --run "$run" --out "$OUT/$name.safetensors"
+  [ -f "$OUT/$name.safetensors" ] || "$bin" export --run "$run" --out "$OUT/$name.safetensors"
   # DDPM_GPU_SAMPLES / _STEPS / _ELBO_STRIDE: a smaller evaluation (tests).
   local n=${DDPM_GPU_SAMPLES:-1000}
   local common=(--weights "$OUT/$name.safetensors" --data "$G/data" --device "$device" --batch 1000
     --samples "$n" --sampler ddpm --steps "${DDPM_GPU_STEPS:-1000}" -q)
-  "$bin" eval "${common[@]}" --n "$n" --elbo-stride "${DDPM_GPU_ELBO_STRIDE:-1}" \
-    --save-samples "$OUT/$name-uncond.st" | tee "$OUT/$name-uncond.json"
+  if [ "$what" != guided ]; then
+    "$bin" eval "${common[@]}" --n "$n" --elbo-stride "${DDPM_GPU_ELBO_STRIDE:-1}" \
+      --save-samples "$OUT/$name-uncond.st" | tee "$OUT/$name-uncond.json"
+  fi
+  [ "$what" = uncond ] && return 0
   [ "$name" = emoji ] && return 0  # no labels, no classifier: its figure is the grid
   "$bin" eval "${common[@]}" --no-elbo --class all --guidance 2 --seed 5000 \
     --save-samples "$OUT/$name-guided.st" | tee "$OUT/$name-guided.json"

@@ -183,12 +183,12 @@ fn the_gpu_session_script_resumes_collects_stops_and_lands_a_run() {
         )
     };
     let (start, _) = step_of(&kept.join("mnist/state.json"));
-    let session = |args: &[&str]| {
+    let session_on = |device: &str, args: &[&str]| {
         Command::new("bash")
             .arg(root.join("scripts/gpu-session.sh"))
             .args(args)
             .env("DDPM_GPU_HOME", &home)
-            .env("DDPM_GPU_DEVICE", "cpu")
+            .env("DDPM_GPU_DEVICE", device)
             .env("DDPM_BIN", env!("CARGO_BIN_EXE_ddpm"))
             .env("DDPM_DATA", &data)
             .env("DDPM_CHECKPOINTS", &kept)
@@ -198,6 +198,7 @@ fn the_gpu_session_script_resumes_collects_stops_and_lands_a_run() {
             .output()
             .expect("run scripts/gpu-session.sh")
     };
+    let session = |args: &[&str]| session_on("cpu", args);
 
     let said = ok("train", session(&["train", "0", "mnist"]));
     assert!(said.contains("mnist: training"), "{said}");
@@ -219,4 +220,29 @@ fn the_gpu_session_script_resumes_collects_stops_and_lands_a_run() {
     let bad = session(&["train", "0", "cifar"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown model 'cifar'"));
+
+    // Asked for the GPU where there is none (no adapter, or a binary without the `gpu`
+    // feature), a run would train on the CPU at a fraction of the speed for the whole call: the
+    // script stops it and says why instead.
+    let no_gpu = session_on("gpu", &["train", "0", "mnist"]);
+    let said = String::from_utf8_lossy(&no_gpu.stdout);
+    if said.contains("mnist: training") {
+        eprintln!("skipped the no-GPU case: this machine has a GPU adapter");
+        ok("stop", session(&["stop", "mnist"]));
+        return;
+    }
+    assert!(!no_gpu.status.success(), "{said}");
+    let why = String::from_utf8_lossy(&no_gpu.stderr);
+    assert!(why.contains("mnist: no GPU adapter"), "{why}");
+    assert!(
+        !Command::new("pgrep")
+            .args([
+                "-f",
+                &format!("train --dataset mnist --run {}/runs/mnist ", home.display()),
+            ])
+            .status()
+            .expect("pgrep")
+            .success(),
+        "the fallen-back run is stopped"
+    );
 }
