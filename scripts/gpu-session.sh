@@ -217,7 +217,7 @@ evaluate() {
   case $what in uncond | guided | both) ;; *) die "eval $name $what: uncond, guided or both" ;; esac
   setup
   restore_kept "$name"
-  [ -f "$OUT/$name.safetensors" ] || "$bin" export --run "$run" --out "$OUT/$name.safetensors"
+  "$bin" export --run "$run" --out "$OUT/$name.safetensors"
   # DDPM_GPU_SAMPLES / _STEPS / _ELBO_STRIDE: a smaller evaluation (tests).
   local n=${DDPM_GPU_SAMPLES:-1000}
   local common=(--weights "$OUT/$name.safetensors" --data "$G/data" --device "$device" --batch 1000
