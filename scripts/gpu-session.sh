@@ -12,9 +12,10 @@
 #             30 s) carry the other parts, the binary being there already
 #   there:  bash scripts/gpu-session.sh train SECONDS NAME...   (carry .gpu/bin, .gpu/PART…)
 #             starts (or, on a machine still warm from the last call, keeps) a GPU run per
-#             NAME (mnist, fashion, emoji) whose data is there, from its checkpoint in
-#             checkpoints/NAME, trains for SECONDS, and leaves the newest checkpoint of each as
-#             $OUT/NAME.tar.N (parts under 16 MiB)
+#             NAME whose data is there, from its checkpoint in checkpoints/NAME, trains for
+#             SECONDS, and leaves the newest checkpoint of each as $OUT/NAME.tar.N (parts under
+#             16 MiB). NAME is a dataset (mnist, fashion, emoji: the shipped presets) or
+#             DATASET-PRESET (mnist-large: `--preset mnist-large` on MNIST), a run of its own
 #           bash scripts/gpu-session.sh stop NAME...   (the last call: Ctrl-C, then as above)
 #           bash scripts/gpu-session.sh eval NAME [uncond|guided]   (its data there: fashion-test too)
 #             exports the EMA weights and runs `ddpm eval` on 1000 DDPM-1000 samples,
@@ -40,9 +41,11 @@ device=${DDPM_GPU_DEVICE:-gpu}
 part=15000000
 
 die() { echo "error: $*" >&2; exit 1; }
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+# The dataset of a run NAME (DATASET or DATASET-PRESET).
+dataset_of() { echo "${1%%-*}"; }
 dataset_dir() {
-  case $1 in
+  case $(dataset_of "$1") in
     mnist) echo mnist ;; fashion) echo fashion-mnist ;; emoji) echo noto-emoji-32 ;;
     *) die "unknown model '$1' (mnist, fashion or emoji)" ;;
   esac
@@ -121,7 +124,7 @@ setup() {
 }
 
 # The command line of NAME's training process, to find or stop it.
-pattern() { echo "train --dataset $1 --run $G/runs/$1 "; }
+pattern() { echo "train --dataset $(dataset_of "$1") --run $G/runs/$1 "; }
 running() { pgrep -f "$(pattern "$1")" >/dev/null; }
 # A run with no checkpoint of its own starts from the kept one, if any.
 restore_kept() {
@@ -137,19 +140,30 @@ start() {
     || { echo "$name: its data was not carried in this call; skipped"; return 0; }
   if running "$name"; then echo "$name: still training from the last call"; return 0; fi
   restore_kept "$name"
-  # DDPM_GPU_TRAIN_ARGS: more `ddpm train` options (tests: a few steps only).
-  local args=(--batch-size 256 --checkpoint-every 500 --sample-every 2000) extra
+  # DDPM_GPU_TRAIN_ARGS: more `ddpm train` options, which replace the defaults below (tests: a
+  # few steps only).
+  local args=() extra flag value
   read -ra extra <<<"${DDPM_GPU_TRAIN_ARGS:-}"
-  args+=("${extra[@]}")
+  # Each default FLAG VALUE unless the extra options give FLAG (`ddpm train` takes it once).
+  defaults() {
+    while [ $# -gt 1 ]; do
+      flag=$1 value=$2; shift 2
+      [[ " ${extra[*]} " == *" $flag "* ]] || args+=("$flag" "$value")
+    done
+  }
+  defaults --batch-size 256 --checkpoint-every 500 --sample-every 2000
   if [ -f "$run/checkpoint/state.json" ]; then
     args+=(--resume)
   else
     # A new run: the settings the CPU runs use, at the GPU's batch.
-    args+=(--steps 200000 --lr 1e-3 --warmup 500 --ema-decay 0.9995)
+    defaults --steps 200000 --lr 1e-3 --warmup 500 --ema-decay 0.9995
+    [ "$name" = "$(dataset_of "$name")" ] || defaults --preset "$name"
   fi
+  args+=("${extra[@]}")
   local before pid
-  before=$(wc -l <"$run.out" 2>/dev/null || echo 0)
-  setsid nohup "$bin" train --dataset "$name" --run "$run" --device "$device" --data "$G/data" \
+  before=0
+  [ -f "$run.out" ] && before=$(wc -l <"$run.out")
+  setsid nohup "$bin" train --dataset "$(dataset_of "$name")" --run "$run" --device "$device" --data "$G/data" \
     -q "${args[@]}" >>"$run.out" 2>&1 </dev/null &
   pid=$!
   # `--device gpu` falls back to the CPU when no adapter is found; here that would spend the
@@ -227,7 +241,7 @@ evaluate() {
       --save-samples "$OUT/$name-uncond.st" | tee "$OUT/$name-uncond.json"
   fi
   [ "$what" = uncond ] && return 0
-  [ "$name" = emoji ] && return 0  # no labels, no classifier: its figure is the grid
+  [ "$(dataset_of "$name")" = emoji ] && return 0  # no labels, no classifier: its figure is the grid
   "$bin" eval "${common[@]}" --no-elbo --class all --guidance 2 --seed 5000 \
     --save-samples "$OUT/$name-guided.st" | tee "$OUT/$name-guided.json"
 }

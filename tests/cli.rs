@@ -453,3 +453,67 @@ fn version_names_the_features_and_gpu_without_the_feature_falls_back() {
         assert!(said.contains("without the `gpu` feature"), "{said}");
     }
 }
+
+/// `eval --variance` picks σ_t² for the samples it draws, not only for the bound: the same seed
+/// gives other images, and the saved set says which variance made it (so sets drawn with
+/// different variances are not scored together).
+#[cfg(feature = "train")]
+#[test]
+fn eval_samples_with_the_variance_it_is_given() {
+    use ddpm_web::train::sample_set;
+    let dir = common::tempdir();
+    let w = dir.path().join("m.safetensors");
+    let clf = dir.path().join("clf.safetensors");
+    ok(&ddpm(&[
+        "init",
+        "--preset",
+        "tiny",
+        "--dataset",
+        "synthetic",
+        "--out",
+        w.to_str().unwrap(),
+    ]));
+    ok(&ddpm(&[
+        "train-classifier",
+        "--dataset",
+        "synthetic",
+        "--steps",
+        "2",
+        "--out",
+        clf.to_str().unwrap(),
+        "-q",
+    ]));
+    let draw = |variance: &str| {
+        let path = dir.path().join(format!("{variance}.st"));
+        ok(&ddpm(&[
+            "eval",
+            "--weights",
+            w.to_str().unwrap(),
+            "--classifier",
+            clf.to_str().unwrap(),
+            "--no-elbo",
+            "--samples",
+            "2",
+            "--sampler",
+            "ddpm",
+            "--steps",
+            "3",
+            "--variance",
+            variance,
+            "--save-samples",
+            path.to_str().unwrap(),
+            "-q",
+        ]));
+        sample_set::load(&path).unwrap()
+    };
+    let (small, large) = (draw("fixed-small"), draw("fixed-large"));
+    assert_eq!(small.settings["variance"], "FixedSmall");
+    assert_eq!(large.settings["variance"], "FixedLarge");
+    assert_eq!(small.images.len(), large.images.len());
+    let differ = small
+        .images
+        .iter()
+        .zip(&large.images)
+        .any(|(a, b)| (a - b).abs() > 1e-4);
+    assert!(differ, "fixed-small and fixed-large drew the same images");
+}

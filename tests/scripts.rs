@@ -246,3 +246,59 @@ fn the_gpu_session_script_resumes_collects_stops_and_lands_a_run() {
         "the fallen-back run is stopped"
     );
 }
+
+/// A run named DATASET-PRESET (`mnist-small`) is a run of its own: it starts from scratch with
+/// that preset on that dataset, beside (not from) the dataset's kept checkpoint, and comes back
+/// and lands under its own name.
+#[test]
+fn the_gpu_session_script_starts_a_preset_run_under_its_own_name() {
+    let root = root();
+    let data = root.join("../shared/data");
+    if !data.join("mnist/train-images-idx3-ubyte.gz").exists() {
+        eprintln!("skipped: no ../shared/data/mnist");
+        return;
+    }
+    let dir = common::tempdir();
+    let (home, kept, out) = (
+        dir.path().join("home"),
+        dir.path().join("kept"),
+        dir.path().join("out"),
+    );
+    std::fs::create_dir_all(&kept).unwrap();
+    std::fs::create_dir_all(&out).unwrap();
+    let session = |args: &[&str]| {
+        Command::new("bash")
+            .arg(root.join("scripts/gpu-session.sh"))
+            .args(args)
+            .env("DDPM_GPU_HOME", &home)
+            .env("DDPM_GPU_DEVICE", "cpu")
+            .env("DDPM_BIN", env!("CARGO_BIN_EXE_ddpm"))
+            .env("DDPM_DATA", &data)
+            .env("DDPM_CHECKPOINTS", &kept)
+            .env(
+                "DDPM_GPU_TRAIN_ARGS",
+                "--steps 2 --checkpoint-every 1 --sample-every 0",
+            )
+            .env("OUT", &out)
+            .env("RAYON_NUM_THREADS", "1")
+            .output()
+            .expect("run scripts/gpu-session.sh")
+    };
+    let said = ok("train", session(&["train", "0", "mnist-small"]));
+    assert!(said.contains("mnist-small: training"), "{said}");
+    ok("stop", session(&["stop", "mnist-small"]));
+    let said = ok("land", session(&["land", out.to_str().unwrap()]));
+    assert!(said.contains("landed mnist-small"), "{said}");
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(kept.join("mnist-small/state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["config"]["dataset"], "mnist");
+    assert_eq!(state["config"]["batch_size"], 256);
+    // The preset's layout, not the shipped `mnist` one (base 16, mults 1,2,4).
+    assert_eq!(
+        state["config"]["model"]["channel_mults"],
+        serde_json::json!([1, 2, 2])
+    );
+    assert!(!kept.join("mnist").exists(), "the mnist run is left alone");
+}

@@ -145,7 +145,7 @@ impl UNetConfig {
                 .with_dropout(0.0)
                 .with_num_classes(10),
             // The paper-style layout at MNIST size (1.6M parameters; for a GPU).
-            "mnist-large" => Self::new().with_num_classes(10),
+            "mnist-large" | "fashion-large" => Self::new().with_num_classes(10),
             // Small enough to train on a CPU in an hour (about 0.3M parameters).
             "mnist-small" => Self::new()
                 .with_base_channels(16)
@@ -182,6 +182,7 @@ impl UNetConfig {
         "mnist-small",
         "mnist-large",
         "fashion",
+        "fashion-large",
         "emoji",
         "cifar10-paper",
     ];

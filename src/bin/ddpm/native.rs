@@ -153,7 +153,8 @@ enum Command {
     },
     /// Write a randomly initialised model (for tests and demos before training).
     Init {
-        /// Model preset (tiny, tiny-classes, mnist, fashion, emoji, cifar10-paper).
+        /// Model preset (tiny, tiny-classes, mnist, mnist-small, mnist-large, fashion,
+        /// fashion-large, emoji, cifar10-paper).
         #[arg(long, default_value = "tiny")]
         preset: String,
         /// Dataset name recorded in the weights' manifest.
@@ -1053,7 +1054,8 @@ fn generate_samples(
                 .with_count(count)
                 .with_seed(a.seed.wrapping_add(chunk_index))
                 .with_class(class)
-                .with_guidance(a.guidance);
+                .with_guidance(a.guidance)
+                .with_variance(a.variance.into());
             chunk_index += 1;
             let mut sampler = Sampler::new(&model.schedule, &config, shape, classes, device)
                 .map_err(|e| e.to_string())?;
@@ -1075,6 +1077,8 @@ fn generate_samples(
             "steps": steps,
             "class": a.class,
             "guidance": a.guidance,
+            // σ_t² matters to ancestral sampling only (DDIM's comes from η).
+            "variance": (kind == SamplerKind::Ddpm).then(|| format!("{:?}", Variance::from(a.variance))),
             "seed": a.seed,
             "weights": a.weights.display().to_string(),
         }),
