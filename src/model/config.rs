@@ -144,6 +144,13 @@ impl UNetConfig {
                 .with_groups(4)
                 .with_dropout(0.0)
                 .with_num_classes(10),
+            // The shipped layout with 4× the channels at 14×14 and 7×7, where the digit's (or
+            // garment's) overall shape is decided: 2.57M parameters for half the CPU speed of
+            // `mnist` (0.44 against 0.88 steps/s at batch 64 on one thread), where 2 res blocks
+            // per level (`mnist-large`) cost a third of it.
+            "mnist-wide" | "fashion-wide" => {
+                Self::preset("mnist")?.with_channel_mults(vec![1, 4, 8])
+            }
             // The paper-style layout at MNIST size (1.6M parameters; for a GPU).
             "mnist-large" | "fashion-large" => Self::new().with_num_classes(10),
             // Small enough to train on a CPU in an hour (about 0.3M parameters).
@@ -181,8 +188,10 @@ impl UNetConfig {
         "mnist",
         "mnist-small",
         "mnist-large",
+        "mnist-wide",
         "fashion",
         "fashion-large",
+        "fashion-wide",
         "emoji",
         "cifar10-paper",
     ];
