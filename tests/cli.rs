@@ -26,6 +26,19 @@ const SMALL_CONFIG: &str = r#"{"image_channels":1,"image_size":28,"base_channels
     "channel_mults":[1,2],"res_blocks":1,"attention_resolutions":[],"groups":4,"dropout":0.0,
     "num_classes":4}"#;
 
+/// `ddpm init` a model for the synthetic dataset (a preset name or a config file) into `out`.
+fn init_synthetic(preset: &str, out: &Path) {
+    ok(&ddpm(&[
+        "init",
+        "--preset",
+        preset,
+        "--dataset",
+        "synthetic",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+}
+
 fn png_size(path: &Path) -> (u32, u32) {
     let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
     let reader = decoder.read_info().unwrap();
@@ -238,26 +251,10 @@ fn eval_reports_each_class_under_guidance_and_writes_a_grid() {
     let w = dir.path().join("m.safetensors");
     let clf = dir.path().join("clf.safetensors");
     let grid = dir.path().join("grid.png");
-    ok(&ddpm(&[
-        "init",
-        "--preset",
-        "tiny",
-        "--dataset",
-        "synthetic",
-        "--out",
-        w.to_str().unwrap(),
-    ]));
+    init_synthetic("tiny", &w);
     let cfg = dir.path().join("model.json");
     std::fs::write(&cfg, SMALL_CONFIG).unwrap();
-    ok(&ddpm(&[
-        "init",
-        "--preset",
-        cfg.to_str().unwrap(),
-        "--dataset",
-        "synthetic",
-        "--out",
-        w.to_str().unwrap(),
-    ]));
+    init_synthetic(cfg.to_str().unwrap(), &w);
     ok(&ddpm(&[
         "train-classifier",
         "--dataset",
@@ -397,15 +394,7 @@ fn eval_reports_each_class_under_guidance_and_writes_a_grid() {
     assert!(err.contains("not a sample set"), "{err}");
 
     // A model without labels cannot be sampled per class.
-    ok(&ddpm(&[
-        "init",
-        "--preset",
-        "tiny",
-        "--dataset",
-        "synthetic",
-        "--out",
-        w.to_str().unwrap(),
-    ]));
+    init_synthetic("tiny", &w);
     let err = one_line_error(&ddpm(&[
         "eval",
         "--weights",
@@ -464,15 +453,7 @@ fn eval_samples_with_the_variance_it_is_given() {
     let dir = common::tempdir();
     let w = dir.path().join("m.safetensors");
     let clf = dir.path().join("clf.safetensors");
-    ok(&ddpm(&[
-        "init",
-        "--preset",
-        "tiny",
-        "--dataset",
-        "synthetic",
-        "--out",
-        w.to_str().unwrap(),
-    ]));
+    init_synthetic("tiny", &w);
     ok(&ddpm(&[
         "train-classifier",
         "--dataset",

@@ -143,25 +143,69 @@ fn keeping_a_run_without_a_checkpoint_is_a_clear_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no kept checkpoint"));
 }
 
+/// A scratch setting for `scripts/gpu-session.sh` on this machine: its home (the "GPU machine"),
+/// kept checkpoints and `$OUT` in a temporary folder; `None` without ../shared/data/mnist.
+struct GpuSession {
+    _dir: common::TempDir,
+    home: PathBuf,
+    kept: PathBuf,
+    out: PathBuf,
+    data: PathBuf,
+}
+
+impl GpuSession {
+    fn new() -> Option<Self> {
+        let data = root().join("../shared/data");
+        if !data.join("mnist/train-images-idx3-ubyte.gz").exists() {
+            eprintln!("skipped: no ../shared/data/mnist");
+            return None;
+        }
+        let dir = common::tempdir();
+        let (home, kept, out) = (
+            dir.path().join("home"),
+            dir.path().join("kept"),
+            dir.path().join("out"),
+        );
+        std::fs::create_dir_all(&kept).unwrap();
+        std::fs::create_dir_all(&out).unwrap();
+        Some(Self {
+            _dir: dir,
+            home,
+            kept,
+            out,
+            data,
+        })
+    }
+
+    /// `bash scripts/gpu-session.sh ARGS` with its device and extra `ddpm train` options.
+    fn run(&self, device: &str, train_args: &str, args: &[&str]) -> Output {
+        Command::new("bash")
+            .arg(root().join("scripts/gpu-session.sh"))
+            .args(args)
+            .env("DDPM_GPU_HOME", &self.home)
+            .env("DDPM_GPU_DEVICE", device)
+            .env("DDPM_BIN", env!("CARGO_BIN_EXE_ddpm"))
+            .env("DDPM_DATA", &self.data)
+            .env("DDPM_CHECKPOINTS", &self.kept)
+            .env("DDPM_GPU_TRAIN_ARGS", train_args)
+            .env("OUT", &self.out)
+            .env("RAYON_NUM_THREADS", "1")
+            .output()
+            .expect("run scripts/gpu-session.sh")
+    }
+}
+
 /// `scripts/gpu-session.sh` with its device set to the CPU: a run resumed from a kept
 /// checkpoint at the GPU batch, found still running by a second call, stopped with a checkpoint,
 /// returned as `$OUT/NAME.tar.*` and landed back among the kept checkpoints.
 #[test]
 fn the_gpu_session_script_resumes_collects_stops_and_lands_a_run() {
     let root = root();
-    let data = root.join("../shared/data");
-    if !data.join("mnist/train-images-idx3-ubyte.gz").exists() {
-        eprintln!("skipped: no ../shared/data/mnist");
+    let Some(gpu) = GpuSession::new() else {
         return;
-    }
-    let dir = common::tempdir();
-    let (home, kept, out) = (
-        dir.path().join("home"),
-        dir.path().join("kept"),
-        dir.path().join("out"),
-    );
+    };
+    let (home, kept, out) = (&gpu.home, &gpu.kept, &gpu.out);
     std::fs::create_dir_all(kept.join("mnist")).unwrap();
-    std::fs::create_dir_all(&out).unwrap();
     for f in [
         "state.json",
         "model.safetensors",
@@ -183,21 +227,8 @@ fn the_gpu_session_script_resumes_collects_stops_and_lands_a_run() {
         )
     };
     let (start, _) = step_of(&kept.join("mnist/state.json"));
-    let session_on = |device: &str, args: &[&str]| {
-        Command::new("bash")
-            .arg(root.join("scripts/gpu-session.sh"))
-            .args(args)
-            .env("DDPM_GPU_HOME", &home)
-            .env("DDPM_GPU_DEVICE", device)
-            .env("DDPM_BIN", env!("CARGO_BIN_EXE_ddpm"))
-            .env("DDPM_DATA", &data)
-            .env("DDPM_CHECKPOINTS", &kept)
-            .env("DDPM_GPU_TRAIN_ARGS", format!("--steps {}", start + 2))
-            .env("OUT", &out)
-            .env("RAYON_NUM_THREADS", "1")
-            .output()
-            .expect("run scripts/gpu-session.sh")
-    };
+    let train_args = format!("--steps {}", start + 2);
+    let session_on = |device: &str, args: &[&str]| gpu.run(device, &train_args, args);
     let session = |args: &[&str]| session_on("cpu", args);
 
     let said = ok("train", session(&["train", "0", "mnist"]));
@@ -252,37 +283,16 @@ fn the_gpu_session_script_resumes_collects_stops_and_lands_a_run() {
 /// and lands under its own name.
 #[test]
 fn the_gpu_session_script_starts_a_preset_run_under_its_own_name() {
-    let root = root();
-    let data = root.join("../shared/data");
-    if !data.join("mnist/train-images-idx3-ubyte.gz").exists() {
-        eprintln!("skipped: no ../shared/data/mnist");
+    let Some(gpu) = GpuSession::new() else {
         return;
-    }
-    let dir = common::tempdir();
-    let (home, kept, out) = (
-        dir.path().join("home"),
-        dir.path().join("kept"),
-        dir.path().join("out"),
-    );
-    std::fs::create_dir_all(&kept).unwrap();
-    std::fs::create_dir_all(&out).unwrap();
+    };
+    let (kept, out) = (&gpu.kept, &gpu.out);
     let session = |args: &[&str]| {
-        Command::new("bash")
-            .arg(root.join("scripts/gpu-session.sh"))
-            .args(args)
-            .env("DDPM_GPU_HOME", &home)
-            .env("DDPM_GPU_DEVICE", "cpu")
-            .env("DDPM_BIN", env!("CARGO_BIN_EXE_ddpm"))
-            .env("DDPM_DATA", &data)
-            .env("DDPM_CHECKPOINTS", &kept)
-            .env(
-                "DDPM_GPU_TRAIN_ARGS",
-                "--steps 2 --checkpoint-every 1 --sample-every 0",
-            )
-            .env("OUT", &out)
-            .env("RAYON_NUM_THREADS", "1")
-            .output()
-            .expect("run scripts/gpu-session.sh")
+        gpu.run(
+            "cpu",
+            "--steps 2 --checkpoint-every 1 --sample-every 0",
+            args,
+        )
     };
     let said = ok("train", session(&["train", "0", "mnist-small"]));
     assert!(said.contains("mnist-small: training"), "{said}");
