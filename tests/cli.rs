@@ -27,6 +27,7 @@ const SMALL_CONFIG: &str = r#"{"image_channels":1,"image_size":28,"base_channels
     "num_classes":4}"#;
 
 /// `ddpm init` a model for the synthetic dataset (a preset name or a config file) into `out`.
+#[cfg(feature = "train")]
 fn init_synthetic(preset: &str, out: &Path) {
     ok(&ddpm(&[
         "init",
@@ -36,6 +37,23 @@ fn init_synthetic(preset: &str, out: &Path) {
         "synthetic",
         "--out",
         out.to_str().unwrap(),
+    ]));
+}
+
+/// `ddpm train-classifier` on the synthetic dataset for `steps` steps (batch 16) into `out`.
+#[cfg(feature = "train")]
+fn train_synthetic_classifier(steps: u32, out: &Path) {
+    ok(&ddpm(&[
+        "train-classifier",
+        "--dataset",
+        "synthetic",
+        "--steps",
+        &steps.to_string(),
+        "--batch-size",
+        "16",
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
     ]));
 }
 
@@ -255,18 +273,7 @@ fn eval_reports_each_class_under_guidance_and_writes_a_grid() {
     let cfg = dir.path().join("model.json");
     std::fs::write(&cfg, SMALL_CONFIG).unwrap();
     init_synthetic(cfg.to_str().unwrap(), &w);
-    ok(&ddpm(&[
-        "train-classifier",
-        "--dataset",
-        "synthetic",
-        "--steps",
-        "20",
-        "--batch-size",
-        "16",
-        "--out",
-        clf.to_str().unwrap(),
-        "-q",
-    ]));
+    train_synthetic_classifier(20, &clf);
     let out = ddpm(&[
         "eval",
         "--weights",
@@ -454,16 +461,7 @@ fn eval_samples_with_the_variance_it_is_given() {
     let w = dir.path().join("m.safetensors");
     let clf = dir.path().join("clf.safetensors");
     init_synthetic("tiny", &w);
-    ok(&ddpm(&[
-        "train-classifier",
-        "--dataset",
-        "synthetic",
-        "--steps",
-        "2",
-        "--out",
-        clf.to_str().unwrap(),
-        "-q",
-    ]));
+    train_synthetic_classifier(2, &clf);
     let draw = |variance: &str| {
         let path = dir.path().join(format!("{variance}.st"));
         ok(&ddpm(&[
