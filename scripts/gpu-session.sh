@@ -23,6 +23,11 @@
 #             weights, the JSON and the sample sets (re-score here with `ddpm eval --load-samples`)
 #   here:   scripts/gpu-session.sh land DIR
 #             puts the checkpoints found in DIR (the call's returned files) into checkpoints/
+#   here:   scripts/gpu-session.sh slim   (first, when the kept checkpoints make the repository
+#             larger than one call may send) takes checkpoints/ out of git's index, the files
+#             staying where they are, and ignores it, so calls send the rest; carry
+#             checkpoints/NAME for a run to resume. Commit nothing until `unslim`
+#           scripts/gpu-session.sh unslim   (after `land`) tracks checkpoints/ again
 #
 # Runs on the GPU train at batch 256; everything else (lr, EMA, data order) continues from
 # the checkpoint, so a run moves between the CPU and a GPU and back.
@@ -41,7 +46,7 @@ device=${DDPM_GPU_DEVICE:-gpu}
 part=15000000
 
 die() { echo "error: $*" >&2; exit 1; }
-usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 # The dataset of a run NAME (DATASET or DATASET-PRESET).
 dataset_of() { echo "${1%%-*}"; }
 dataset_dir() {
@@ -260,6 +265,36 @@ land() {
   done
 }
 
+# checkpoints/ out of the index and ignored (slim), or back (unslim). The exclude line is
+# what marks a slimmed repository, so both are safe to run twice.
+slim_line=/checkpoints/
+slim() {
+  local exclude
+  exclude=$(git rev-parse --git-path info/exclude)
+  mkdir -p "$(dirname "$exclude")"
+  grep -qx "$slim_line" "$exclude" 2>/dev/null || echo "$slim_line" >>"$exclude"
+  git rm -r -q --cached --ignore-unmatch -- checkpoints
+  local tracked
+  tracked=$(git ls-files -z | xargs -0 cat | wc -c)
+  echo "checkpoints/ untracked for the calls (run 'unslim' before committing); the repository: $((tracked / 1000000)) MB"
+  local d
+  for d in checkpoints/*/; do
+    [ -d "$d" ] && du -sB1 "${d%/}" | awk '{printf "  carry %-26s %5.1f MB\n", $2, $1 / 1e6}'
+  done
+  return 0
+}
+unslim() {
+  local exclude
+  exclude=$(git rev-parse --git-path info/exclude)
+  if [ -f "$exclude" ]; then
+    grep -vx "$slim_line" "$exclude" >"$exclude.new" || true
+    mv "$exclude.new" "$exclude"
+  fi
+  git reset -q -- checkpoints
+  git add -A -- checkpoints
+  echo "checkpoints/ tracked again: $(git status --porcelain -- checkpoints | wc -l) changed files to commit"
+}
+
 cmd=${1:-}
 [ $# -gt 0 ] && shift
 case $cmd in
@@ -268,5 +303,7 @@ case $cmd in
   stop) stop "$@" ;;
   eval) evaluate "$@" ;;
   land) land "$@" ;;
+  slim) slim ;;
+  unslim) unslim ;;
   *) usage ;;
 esac

@@ -312,3 +312,74 @@ fn the_gpu_session_script_starts_a_preset_run_under_its_own_name() {
     );
     assert!(!kept.join("mnist").exists(), "the mnist run is left alone");
 }
+
+/// `git` in `dir`, which must succeed; its standard output.
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=test", "-c", "user.email=test@example.com"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run git");
+    ok(&format!("git {args:?}"), out)
+}
+
+/// `gpu-session.sh slim` takes the kept checkpoints out of what a device call sends (git's
+/// index and the ignore rules), leaving the files; `unslim` tracks them again with whatever
+/// `land` changed, and both are safe to run twice.
+#[test]
+fn the_gpu_session_script_slims_the_repository_for_a_call_and_back() {
+    let dir = common::tempdir();
+    let repo = dir.path();
+    std::fs::create_dir_all(repo.join("scripts")).unwrap();
+    std::fs::create_dir_all(repo.join("checkpoints/mnist")).unwrap();
+    std::fs::copy(
+        root().join("scripts/gpu-session.sh"),
+        repo.join("scripts/gpu-session.sh"),
+    )
+    .unwrap();
+    std::fs::write(repo.join("checkpoints/mnist/state.json"), "{\"step\": 1}").unwrap();
+    std::fs::write(repo.join("README.md"), "kept\n").unwrap();
+    git(repo, &["init", "-q"]);
+    git(repo, &["add", "."]);
+    git(repo, &["commit", "-q", "-m", "init"]);
+    let session = |args: &[&str]| {
+        Command::new("bash")
+            .arg(repo.join("scripts/gpu-session.sh"))
+            .args(args)
+            .output()
+            .expect("run gpu-session.sh")
+    };
+    // What a call sends: tracked files and untracked ones git does not ignore.
+    let sent = || {
+        git(
+            repo,
+            &["ls-files", "--cached", "--others", "--exclude-standard"],
+        )
+    };
+
+    for _ in 0..2 {
+        let said = ok("slim", session(&["slim"]));
+        assert!(said.contains("carry checkpoints/mnist "), "{said}");
+    }
+    let files = sent();
+    assert!(!files.contains("checkpoints"), "{files}");
+    assert!(files.contains("README.md"), "{files}");
+    assert!(repo.join("checkpoints/mnist/state.json").exists());
+
+    // A landed checkpoint, then back.
+    std::fs::write(repo.join("checkpoints/mnist/state.json"), "{\"step\": 2}").unwrap();
+    std::fs::create_dir_all(repo.join("checkpoints/fashion")).unwrap();
+    std::fs::write(repo.join("checkpoints/fashion/state.json"), "{}").unwrap();
+    for _ in 0..2 {
+        ok("unslim", session(&["unslim"]));
+    }
+    assert!(sent().contains("checkpoints/mnist/state.json"));
+    let status = git(repo, &["status", "--porcelain"]);
+    assert_eq!(
+        status, "A  checkpoints/fashion/state.json\nM  checkpoints/mnist/state.json\n",
+        "only the landed checkpoints change"
+    );
+    let exclude = std::fs::read_to_string(repo.join(".git/info/exclude")).unwrap_or_default();
+    assert!(!exclude.contains("/checkpoints/"), "{exclude}");
+}
