@@ -46,6 +46,15 @@ device=${DDPM_GPU_DEVICE:-gpu}
 part=15000000
 
 die() { echo "error: $*" >&2; exit 1; }
+# git's ignore file for this clone only (made if missing), and the bytes a call sends as
+# tracked files.
+exclude_file() {
+  local f
+  f=$(git rev-parse --git-path info/exclude)
+  mkdir -p "$(dirname "$f")"
+  echo "$f"
+}
+tracked_bytes() { git ls-files -z | xargs -0 cat | wc -c; }
 usage() { sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 # The dataset of a run NAME (DATASET or DATASET-PRESET).
 dataset_of() { echo "${1%%-*}"; }
@@ -63,8 +72,7 @@ pack() {
   "$exe" --version | grep -q "(gpu, train)" \
     || die "$exe was built without the gpu or train feature: $("$exe" --version)"
   local exclude
-  exclude=$(git rev-parse --git-path info/exclude)
-  mkdir -p "$(dirname "$exclude")"
+  exclude=$(exclude_file)
   grep -qx '/.gpu/' "$exclude" 2>/dev/null || echo '/.gpu/' >>"$exclude"
   rm -rf .gpu && mkdir -p .gpu/bin
   strip -o .gpu/bin/ddpm "$exe"
@@ -91,7 +99,7 @@ pack() {
   chmod -R u+w .gpu
   # What one call may carry besides the repository's tracked files.
   local tracked room
-  tracked=$(git ls-files -z | xargs -0 cat | wc -c)
+  tracked=$(tracked_bytes)
   room=$((64 * 1024 * 1024 - tracked))
   echo "the repository: $((tracked / 1000000)) MB; room in one call: $((room / 1000000)) MB"
   du -sB1 .gpu/* | awk '{printf "  %-22s %5.1f MB\n", $2, $1 / 1e6}'
@@ -270,13 +278,10 @@ land() {
 slim_line=/checkpoints/
 slim() {
   local exclude
-  exclude=$(git rev-parse --git-path info/exclude)
-  mkdir -p "$(dirname "$exclude")"
+  exclude=$(exclude_file)
   grep -qx "$slim_line" "$exclude" 2>/dev/null || echo "$slim_line" >>"$exclude"
   git rm -r -q --cached --ignore-unmatch -- checkpoints
-  local tracked
-  tracked=$(git ls-files -z | xargs -0 cat | wc -c)
-  echo "checkpoints/ untracked for the calls (run 'unslim' before committing); the repository: $((tracked / 1000000)) MB"
+  echo "checkpoints/ untracked for the calls (run 'unslim' before committing); the repository: $(($(tracked_bytes) / 1000000)) MB"
   local d
   for d in checkpoints/*/; do
     [ -d "$d" ] && du -sB1 "${d%/}" | awk '{printf "  carry %-26s %5.1f MB\n", $2, $1 / 1e6}'
@@ -285,7 +290,7 @@ slim() {
 }
 unslim() {
   local exclude
-  exclude=$(git rev-parse --git-path info/exclude)
+  exclude=$(exclude_file)
   if [ -f "$exclude" ]; then
     grep -vx "$slim_line" "$exclude" >"$exclude.new" || true
     mv "$exclude.new" "$exclude"
