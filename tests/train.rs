@@ -179,6 +179,7 @@ fn resume_keeps_the_checkpoint_settings_but_applies_the_given_changes() {
     let mut opts = options(&run);
     opts.resume_changes = ResumeChanges {
         lr: Some(1e-4),
+        label_dropout: Some(0.5),
         checkpoint_every: Some(5),
         ..Default::default()
     };
@@ -186,6 +187,7 @@ fn resume_keeps_the_checkpoint_settings_but_applies_the_given_changes() {
     let state = checkpoint::load(&run).unwrap().state;
     assert_eq!(state.step, 25);
     assert_eq!(state.config.lr, 1e-4);
+    assert_eq!(state.config.label_dropout, 0.5);
     assert_eq!(state.config.checkpoint_every, 5);
     assert_eq!(state.config.batch_size, 16);
     // A new batch size: the data order goes on from where it stopped (25 steps × 16 images
@@ -203,6 +205,15 @@ fn resume_keeps_the_checkpoint_settings_but_applies_the_given_changes() {
     let seen = |b: &ddpm_web::train::data::BatcherState| b.epoch * 64 + b.pos as u64;
     assert_eq!(seen(&before), 25 * 16);
     assert_eq!(seen(&state.batcher), 25 * 16 + 10 * 24);
+    // A change out of range is refused before any step, and the checkpoint stays as it was.
+    let mut opts = options(&run);
+    opts.resume_changes = ResumeChanges {
+        label_dropout: Some(1.5),
+        ..Default::default()
+    };
+    let err = train(config(40), true, opts).unwrap_err();
+    assert!(err.contains("label dropout must be in [0, 1]"), "{err}");
+    assert_eq!(checkpoint::load(&run).unwrap().state.step, 35);
 }
 
 #[test]

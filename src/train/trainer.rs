@@ -52,6 +52,9 @@ pub struct ResumeChanges {
     pub lr: Option<f64>,
     /// EMA decay.
     pub ema_decay: Option<f64>,
+    /// Probability of training an example as "no label" (e.g. more of it for a run whose
+    /// unconditional samples lag its conditional ones).
+    pub label_dropout: Option<f64>,
     /// Checkpoint interval.
     pub checkpoint_every: Option<u64>,
     /// Sample-grid interval.
@@ -68,6 +71,9 @@ impl ResumeChanges {
         }
         if let Some(v) = self.ema_decay {
             c.ema_decay = v;
+        }
+        if let Some(v) = self.label_dropout {
+            c.label_dropout = v;
         }
         if let Some(v) = self.checkpoint_every {
             c.checkpoint_every = v;
@@ -146,6 +152,12 @@ pub fn train(config: TrainConfig, resume: bool, opts: TrainOptions) -> Result<Tr
         None => config,
     };
     config.model.validate().map_err(|e| e.to_string())?;
+    if !(0.0..=1.0).contains(&config.label_dropout) {
+        return Err(format!(
+            "label dropout must be in [0, 1], got {}",
+            config.label_dropout
+        ));
+    }
     let schedule = Schedule::new(&config.schedule).map_err(|e| e.to_string())?;
 
     let ds = match opts.dataset.clone() {

@@ -253,8 +253,8 @@ struct TrainArgs {
     #[arg(long)]
     run: PathBuf,
     /// Continue the run in --run from its last checkpoint, with its settings; --steps,
-    /// --batch-size, --lr, --ema-decay, --checkpoint-every and --sample-every typed here replace
-    /// the checkpoint's.
+    /// --batch-size, --lr, --ema-decay, --label-dropout, --checkpoint-every and --sample-every
+    /// typed here replace the checkpoint's.
     #[arg(long)]
     resume: bool,
     /// Folder with the datasets.
@@ -279,6 +279,10 @@ struct TrainArgs {
     /// Decay of the EMA of the weights (samples and exports use the EMA).
     #[arg(long, default_value_t = 0.9999)]
     ema_decay: f64,
+    /// Probability of training an example as "no label": the share of training the
+    /// unconditional path gets (classifier-free guidance).
+    #[arg(long, default_value_t = 0.1)]
+    label_dropout: f64,
     /// Clip the global gradient norm to this (0 = no clipping).
     #[arg(long, default_value_t = 1.0)]
     grad_clip: f64,
@@ -316,6 +320,7 @@ fn main_inner() -> Result<(), String> {
             Command::Train(a) => ddpm_web::train::ResumeChanges {
                 lr: given("lr").then_some(a.lr),
                 ema_decay: given("ema_decay").then_some(a.ema_decay),
+                label_dropout: given("label_dropout").then_some(a.label_dropout),
                 checkpoint_every: given("checkpoint_every").then_some(a.checkpoint_every),
                 sample_every: given("sample_every").then_some(a.sample_every),
                 batch_size: given("batch_size").then_some(a.batch_size),
@@ -738,6 +743,7 @@ fn train(args: TrainArgs, resume_changes: ddpm_web::train::ResumeChanges) -> Res
         .with_lr(args.lr)
         .with_warmup_steps(args.warmup)
         .with_ema_decay(args.ema_decay)
+        .with_label_dropout(args.label_dropout)
         .with_grad_clip(args.grad_clip)
         .with_checkpoint_every(args.checkpoint_every)
         .with_sample_every(args.sample_every)
