@@ -190,18 +190,22 @@ fn resume_keeps_the_checkpoint_settings_but_applies_the_given_changes() {
     assert_eq!(state.config.label_dropout, 0.5);
     assert_eq!(state.config.checkpoint_every, 5);
     assert_eq!(state.config.batch_size, 16);
-    // A new batch size: the data order goes on from where it stopped (25 steps × 16 images
-    // of a 64-image set: 6 epochs and 16 images in), 10 steps × 24 images further.
+    // The flip setting in force is recorded (the synthetic set's default: none).
+    assert_eq!(state.config.flip, Some(false));
+    // A new batch size (and flips): the data order goes on from where it stopped (25 steps × 16
+    // images of a 64-image set: 6 epochs and 16 images in), 10 steps × 24 images further.
     let before = state.batcher.clone();
     let mut opts = options(&run);
     opts.resume_changes = ResumeChanges {
         batch_size: Some(24),
+        flip: Some(true),
         ..Default::default()
     };
     let report = train(config(35), true, opts).unwrap();
     assert_eq!(report.losses.len(), 10);
     let state = checkpoint::load(&run).unwrap().state;
     assert_eq!(state.config.batch_size, 24);
+    assert_eq!(state.config.flip, Some(true));
     let seen = |b: &ddpm_web::train::data::BatcherState| b.epoch * 64 + b.pos as u64;
     assert_eq!(seen(&before), 25 * 16);
     assert_eq!(seen(&state.batcher), 25 * 16 + 10 * 24);
@@ -260,6 +264,7 @@ fn data_loaders_read_the_shared_datasets_or_explain() {
         assert!(!ds.flip_ok, "digits are never flipped");
         let fashion = load("fashion", data, Split::Test).unwrap();
         assert_eq!(fashion.class_names[9], "Ankle boot");
+        assert!(!fashion.flip_ok, "Fashion-MNIST's shoes all face one way");
     }
     let missing = load("mnist", Path::new("/nonexistent"), Split::Train).unwrap_err();
     assert!(

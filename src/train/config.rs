@@ -49,7 +49,8 @@ pub struct TrainConfig {
     /// Probability of replacing a label by "no label" (classifier-free guidance training).
     #[config(default = 0.1)]
     pub label_dropout: f64,
-    /// Random horizontal flips (`None`: the dataset's default — never for digits).
+    /// Random horizontal flips (`None`: the dataset's default — only emoji are flipped; digits
+    /// and Fashion-MNIST's shoes and bags face one way).
     #[config(default = "None")]
     pub flip: Option<bool>,
     /// Write a checkpoint every this many steps.

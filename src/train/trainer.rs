@@ -62,6 +62,9 @@ pub struct ResumeChanges {
     /// Images per step (e.g. a larger batch on a GPU than on the CPU the run started on). The
     /// data order continues where it stopped; the examples fall into different batches.
     pub batch_size: Option<usize>,
+    /// Random horizontal flips on or off (e.g. off for a run started while the dataset's default
+    /// was to flip).
+    pub flip: Option<bool>,
 }
 
 impl ResumeChanges {
@@ -83,6 +86,9 @@ impl ResumeChanges {
         }
         if let Some(v) = self.batch_size {
             c.batch_size = v;
+        }
+        if let Some(v) = self.flip {
+            c.flip = Some(v);
         }
         c
     }
@@ -164,6 +170,10 @@ pub fn train(config: TrainConfig, resume: bool, opts: TrainOptions) -> Result<Tr
         Some(ds) => ds,
         None => data::load(&config.dataset, &opts.data_dir, Split::Train)?,
     };
+    // The checkpoints record the flip setting in force, not "the dataset's default", which has
+    // changed (Fashion-MNIST was flipped by default until its shoes were seen to face one way).
+    let flip = config.flip.unwrap_or(ds.flip_ok);
+    let config = config.with_flip(Some(flip));
     let m = &config.model;
     if ds.shape != [m.image_channels, m.image_size, m.image_size] {
         return Err(format!(
@@ -179,7 +189,6 @@ pub fn train(config: TrainConfig, resume: bool, opts: TrainOptions) -> Result<Tr
             ds.class_names.len()
         ));
     }
-    let flip = config.flip.unwrap_or(ds.flip_ok);
     let mut batcher = Batcher::new(ds.len(), config.seed, flip);
     let mut rng = Rng::new(config.seed ^ 0x7EA1_5EED);
 

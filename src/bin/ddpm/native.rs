@@ -253,8 +253,8 @@ struct TrainArgs {
     #[arg(long)]
     run: PathBuf,
     /// Continue the run in --run from its last checkpoint, with its settings; --steps,
-    /// --batch-size, --lr, --ema-decay, --label-dropout, --checkpoint-every and --sample-every
-    /// typed here replace the checkpoint's.
+    /// --batch-size, --lr, --ema-decay, --label-dropout, --flip, --checkpoint-every and
+    /// --sample-every typed here replace the checkpoint's.
     #[arg(long)]
     resume: bool,
     /// Folder with the datasets.
@@ -286,6 +286,10 @@ struct TrainArgs {
     /// Clip the global gradient norm to this (0 = no clipping).
     #[arg(long, default_value_t = 1.0)]
     grad_clip: f64,
+    /// Random horizontal flips of the training images, true or false (default: the dataset's,
+    /// which flips only emoji: digits and Fashion-MNIST's shoes and bags face one way).
+    #[arg(long)]
+    flip: Option<bool>,
     /// Dropout inside residual blocks (default: the preset's).
     #[arg(long)]
     dropout: Option<f64>,
@@ -324,6 +328,7 @@ fn main_inner() -> Result<(), String> {
                 checkpoint_every: given("checkpoint_every").then_some(a.checkpoint_every),
                 sample_every: given("sample_every").then_some(a.sample_every),
                 batch_size: given("batch_size").then_some(a.batch_size),
+                flip: a.flip,
             },
             _ => Default::default(),
         }
@@ -747,7 +752,8 @@ fn train(args: TrainArgs, resume_changes: ddpm_web::train::ResumeChanges) -> Res
         .with_grad_clip(args.grad_clip)
         .with_checkpoint_every(args.checkpoint_every)
         .with_sample_every(args.sample_every)
-        .with_seed(args.seed);
+        .with_seed(args.seed)
+        .with_flip(args.flip);
     let (device, label) = pick_device(&args.device)?;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
