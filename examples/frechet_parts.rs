@@ -5,6 +5,7 @@
 //! ```sh
 //! cargo run --release --no-default-features --features train --example frechet_parts -- \
 //!   fashion A.samples [B.samples …]      # sets saved by `ddpm eval --save-samples`
+//! # --first N before the dataset: only the first N samples of each set
 //! ```
 //!
 //! It found that Fashion-MNIST must not be flipped: mirrored shoes are labelled bags.
@@ -39,13 +40,29 @@ fn pick(x: &Rows, keep: impl Fn(usize) -> bool) -> Rows {
 }
 
 fn main() -> Result<(), String> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    // `--first N`: only the first N samples of each set (to compare sets of different sizes).
+    let mut keep = usize::MAX;
+    if let Some(i) = args.iter().position(|a| a == "--first") {
+        let n = args.get(i + 1).and_then(|n| n.parse().ok());
+        keep = n.ok_or("--first needs a number")?;
+        args.drain(i..i + 2);
+    }
     let [dataset, first, more @ ..] = args.as_slice() else {
-        return Err("usage: frechet_parts DATASET SAMPLES [SAMPLES …]".into());
+        return Err("usage: frechet_parts [--first N] DATASET SAMPLES [SAMPLES …]".into());
     };
-    let mut set = sample_set::load(Path::new(first))?;
+    let read = |p: &String| -> Result<sample_set::SampleSet, String> {
+        let mut set = sample_set::load(Path::new(p))?;
+        if keep < set.len() {
+            set.images
+                .truncate(keep * set.shape.iter().product::<usize>());
+            set.wanted.truncate(keep);
+        }
+        Ok(set)
+    };
+    let mut set = read(first)?;
     for p in more {
-        set.extend(sample_set::load(Path::new(p))?)?;
+        set.extend(read(p)?)?;
     }
     let dev = Device::flex();
     let path = format!("weights/classifier-{dataset}.safetensors");
