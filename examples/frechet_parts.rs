@@ -13,19 +13,11 @@
 use std::path::Path;
 
 use ddpm_web::burn::tensor::Device;
-use ddpm_web::train::classifier::{self, Rows, argmax, frechet_distance, probe};
+use ddpm_web::train::classifier::{
+    self, Rows, argmax, frechet_distance, is_confident, mean, probe,
+};
 use ddpm_web::train::data::{Split, load};
 use ddpm_web::train::sample_set;
-
-fn mean(x: &[Vec<f64>]) -> Vec<f64> {
-    let mut m = vec![0.0; x.first().map_or(0, Vec::len)];
-    for r in x {
-        for (m, v) in m.iter_mut().zip(r) {
-            *m += v / x.len() as f64;
-        }
-    }
-    m
-}
 
 fn dist2(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum()
@@ -94,9 +86,7 @@ fn main() -> Result<(), String> {
         f(&train_feats),
         dist2(&mean(&train_feats), &mean(reference)),
     );
-    let confident = pick(&sample_feats, |i| {
-        sample_probs[i][labels[i]] >= 0.9 // as `ddpm eval`
-    });
+    let confident = pick(&sample_feats, |i| is_confident(&sample_probs[i]));
     println!(
         "confident samples only ({}): {:.1}",
         confident.len(),

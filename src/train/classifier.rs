@@ -215,6 +215,11 @@ pub fn argmax(row: &[f64]) -> usize {
         .0
 }
 
+/// The classifier labels an image with probability ≥ 0.9 (the "confident").
+pub fn is_confident(p: &[f64]) -> bool {
+    p[argmax(p)] >= 0.9
+}
+
 /// One row of f64 values per image.
 pub type Rows = Vec<Vec<f64>>;
 
@@ -255,15 +260,22 @@ pub fn probe(
     Ok((probs, feats))
 }
 
+/// Mean of feature rows (what the Fréchet distance's mean term compares).
+pub fn mean(x: &[Vec<f64>]) -> Vec<f64> {
+    let n = x.len() as f64;
+    let mut mu = vec![0.0; x.first().map_or(0, Vec::len)];
+    for r in x {
+        for (m, v) in mu.iter_mut().zip(r) {
+            *m += v / n;
+        }
+    }
+    mu
+}
+
 fn mean_cov(x: &[Vec<f64>]) -> (Vec<f64>, Vec<Vec<f64>>) {
     let n = x.len() as f64;
     let d = x[0].len();
-    let mut mu = vec![0.0; d];
-    for r in x {
-        for j in 0..d {
-            mu[j] += r[j] / n;
-        }
-    }
+    let mu = mean(x);
     let mut cov = vec![vec![0.0; d]; d];
     for r in x {
         for i in 0..d {

@@ -966,7 +966,7 @@ fn eval(a: EvalArgs) -> Result<(), String> {
         for (p, want) in probs.iter().zip(&set.wanted) {
             let arg = classifier::argmax(p);
             hist[arg] += 1;
-            confident += usize::from(is_confident(p));
+            confident += usize::from(classifier::is_confident(p));
             if let Some(k) = *want
                 && let Some(slot) = per_class.get_mut(k)
             {
@@ -977,8 +977,11 @@ fn eval(a: EvalArgs) -> Result<(), String> {
         let n_real = set.len().min(test.len());
         let (test_probs, test_feats) = probe(&clf, &test.images[..n_real * per], shape, &cpu)?;
         // The same confidence figure for real test images, as the reference.
-        let test_confident =
-            test_probs.iter().filter(|p| is_confident(p)).count() as f64 / n_real.max(1) as f64;
+        let test_confident = test_probs
+            .iter()
+            .filter(|p| classifier::is_confident(p))
+            .count() as f64
+            / n_real.max(1) as f64;
         let mut train = load(&dataset, &a.data, Split::Train)?;
         train.truncate(n_real);
         let (_, train_feats) = probe(&clf, &train.images, shape, &cpu)?;
@@ -1013,12 +1016,6 @@ fn eval(a: EvalArgs) -> Result<(), String> {
     out["seconds"] = serde_json::json!(start.elapsed().as_secs_f64());
     println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     Ok(())
-}
-
-/// The classifier labels an image with probability ≥ 0.9 (the "confident").
-#[cfg(feature = "train")]
-fn is_confident(p: &[f64]) -> bool {
-    p[ddpm_web::train::classifier::argmax(p)] >= 0.9
 }
 
 /// Draw `a.samples` samples for `eval` (split evenly over the classes for `--class all`).
