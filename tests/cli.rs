@@ -357,6 +357,66 @@ fn eval_reports_each_class_under_guidance_and_writes_a_grid() {
     assert_eq!(json["quality"]["samples"], 8);
     assert_eq!(json["quality"]["steps"], 2);
     assert_eq!(json["quality"]["real_images"], 8);
+    // Pieces drawn from a copy of the weights at another path (another machine) go together;
+    // pieces from other weights at the same path do not.
+    let copy = dir.path().join("copy.safetensors");
+    std::fs::copy(&w, &copy).unwrap();
+    let p3 = dir.path().join("p3.st");
+    let piece = |weights: &Path, seed: &str, out: &Path| {
+        ok(&ddpm(&[
+            "eval",
+            "--weights",
+            weights.to_str().unwrap(),
+            "--classifier",
+            clf.to_str().unwrap(),
+            "--no-elbo",
+            "--samples",
+            "4",
+            "--sampler",
+            "ddim",
+            "--steps",
+            "2",
+            "--seed",
+            seed,
+            "--save-samples",
+            out.to_str().unwrap(),
+            "-q",
+        ]))
+    };
+    let score = |a: &Path, b: &Path| {
+        ddpm(&[
+            "eval",
+            "--weights",
+            w.to_str().unwrap(),
+            "--classifier",
+            clf.to_str().unwrap(),
+            "--no-elbo",
+            "--load-samples",
+            a.to_str().unwrap(),
+            "--load-samples",
+            b.to_str().unwrap(),
+            "-q",
+        ])
+    };
+    piece(&copy, "3", &p3);
+    let out = score(&p1, &p3);
+    ok(&out);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["quality"]["samples"], 8);
+    let other = dir.path().join("other.safetensors");
+    ok(&ddpm(&[
+        "init",
+        "--preset",
+        cfg.to_str().unwrap(),
+        "--seed",
+        "7",
+        "--out",
+        other.to_str().unwrap(),
+    ]));
+    std::fs::copy(&other, &copy).unwrap();
+    piece(&copy, "3", &p3);
+    let err = one_line_error(&score(&p1, &p3));
+    assert!(err.contains("made differently"), "{err}");
     // Pieces made differently do not mix; a file of another kind is named in the error.
     ok(&ddpm(&[
         "eval",

@@ -45,10 +45,18 @@ impl SampleSet {
                 self.shape, other.shape
             ));
         }
+        // Where both sets know the weights' checksum, it (not the file's path) says whether
+        // they came from the same model; older sets compare the path.
+        let by_content = [&self.settings, &other.settings]
+            .iter()
+            .all(|v| v.get("weights_crc32").is_some());
         let strip = |v: &serde_json::Value| {
             let mut v = v.clone();
             if let Some(o) = v.as_object_mut() {
                 o.remove("seed");
+                if by_content {
+                    o.remove("weights");
+                }
             }
             v
         };

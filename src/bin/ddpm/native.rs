@@ -1029,6 +1029,9 @@ fn generate_samples(
     let steps = a
         .steps
         .unwrap_or_else(|| default_steps(kind, &model.schedule));
+    let weights_crc32 = std::fs::read(&a.weights)
+        .map(|bytes| format!("{:08x}", crc32fast::hash(&bytes)))
+        .map_err(|e| format!("cannot read {}: {e}", a.weights.display()))?;
     let shape = model.image_shape();
     let per: usize = shape.iter().product();
     let classes = model.manifest.model.num_classes;
@@ -1090,6 +1093,9 @@ fn generate_samples(
             "variance": (kind == SamplerKind::Ddpm).then(|| format!("{:?}", Variance::from(a.variance))),
             "seed": a.seed,
             "weights": a.weights.display().to_string(),
+            // What the weights are, not where they were: pieces drawn from copies of one file
+            // (another folder, another machine) are scored together; different files are not.
+            "weights_crc32": weights_crc32,
         }),
     })
 }
