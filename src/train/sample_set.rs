@@ -46,7 +46,8 @@ impl SampleSet {
             ));
         }
         // Where both sets know the weights' checksum, it (not the file's path) says whether
-        // they came from the same model; older sets compare the path.
+        // they came from the same model; otherwise (sets saved before the checksum was
+        // recorded) the path does.
         let by_content = [&self.settings, &other.settings]
             .iter()
             .all(|v| v.get("weights_crc32").is_some());
@@ -54,9 +55,11 @@ impl SampleSet {
             let mut v = v.clone();
             if let Some(o) = v.as_object_mut() {
                 o.remove("seed");
-                if by_content {
-                    o.remove("weights");
-                }
+                o.remove(if by_content {
+                    "weights"
+                } else {
+                    "weights_crc32"
+                });
             }
             v
         };
@@ -170,4 +173,47 @@ pub fn save(path: &Path, set: &SampleSet) -> Result<(), String> {
 pub fn load(path: &Path) -> Result<SampleSet, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SampleSet;
+
+    fn set(seed: u64, weights: &str, crc: Option<&str>) -> SampleSet {
+        let mut settings =
+            serde_json::json!({"sampler": "Ddpm", "steps": 1000, "seed": seed, "weights": weights});
+        if let Some(crc) = crc {
+            settings["weights_crc32"] = crc.into();
+        }
+        SampleSet {
+            images: vec![0.0; 4],
+            shape: [1, 2, 2],
+            wanted: vec![None],
+            settings,
+        }
+    }
+
+    #[test]
+    fn sets_match_on_the_weights_checksum_where_both_have_one_and_on_the_path_otherwise() {
+        // Copies of one file at two paths go together.
+        let mut a = set(1, "/tmp/m.safetensors", Some("0badcafe"));
+        a.extend(set(2, "weights/m.safetensors", Some("0badcafe")))
+            .unwrap();
+        assert_eq!(a.len(), 2);
+        // Other weights at the same path do not.
+        let err = a
+            .extend(set(3, "/tmp/m.safetensors", Some("12345678")))
+            .unwrap_err();
+        assert!(err.contains("made differently"), "{err}");
+        // A set saved before checksums were recorded goes with one from the same path…
+        a.extend(set(4, "/tmp/m.safetensors", None)).unwrap();
+        assert_eq!(a.len(), 3);
+        // …and not with one from another path.
+        assert!(a.extend(set(5, "other.safetensors", None)).is_err());
+        // Anything else that differs still keeps sets apart.
+        let mut b = set(6, "/tmp/m.safetensors", Some("0badcafe"));
+        b.settings["steps"] = 50.into();
+        assert!(a.extend(b).is_err());
+        assert_eq!(a.len(), 3);
+    }
 }
