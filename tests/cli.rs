@@ -317,51 +317,6 @@ fn eval_reports_each_class_under_guidance_and_writes_a_grid() {
     assert!((0.0..=1.0).contains(&real));
 
     // A long evaluation in pieces: two seeds saved apart, then scored together.
-    let (p1, p2) = (dir.path().join("p1.st"), dir.path().join("p2.st"));
-    for (seed, piece) in [("1", &p1), ("2", &p2)] {
-        ok(&ddpm(&[
-            "eval",
-            "--weights",
-            w.to_str().unwrap(),
-            "--classifier",
-            clf.to_str().unwrap(),
-            "--no-elbo",
-            "--samples",
-            "4",
-            "--sampler",
-            "ddim",
-            "--steps",
-            "2",
-            "--seed",
-            seed,
-            "--save-samples",
-            piece.to_str().unwrap(),
-            "-q",
-        ]));
-    }
-    let out = ddpm(&[
-        "eval",
-        "--weights",
-        w.to_str().unwrap(),
-        "--classifier",
-        clf.to_str().unwrap(),
-        "--no-elbo",
-        "--load-samples",
-        p1.to_str().unwrap(),
-        "--load-samples",
-        p2.to_str().unwrap(),
-        "-q",
-    ]);
-    ok(&out);
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(json["quality"]["samples"], 8);
-    assert_eq!(json["quality"]["steps"], 2);
-    assert_eq!(json["quality"]["real_images"], 8);
-    // Pieces drawn from a copy of the weights at another path (another machine) go together;
-    // pieces from other weights at the same path do not.
-    let copy = dir.path().join("copy.safetensors");
-    std::fs::copy(&w, &copy).unwrap();
-    let p3 = dir.path().join("p3.st");
     let piece = |weights: &Path, seed: &str, out: &Path| {
         ok(&ddpm(&[
             "eval",
@@ -398,6 +353,21 @@ fn eval_reports_each_class_under_guidance_and_writes_a_grid() {
             "-q",
         ])
     };
+    let (p1, p2) = (dir.path().join("p1.st"), dir.path().join("p2.st"));
+    for (seed, piece_path) in [("1", &p1), ("2", &p2)] {
+        piece(&w, seed, piece_path);
+    }
+    let out = score(&p1, &p2);
+    ok(&out);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["quality"]["samples"], 8);
+    assert_eq!(json["quality"]["steps"], 2);
+    assert_eq!(json["quality"]["real_images"], 8);
+    // Pieces drawn from a copy of the weights at another path (another machine) go together;
+    // pieces from other weights at the same path do not.
+    let copy = dir.path().join("copy.safetensors");
+    std::fs::copy(&w, &copy).unwrap();
+    let p3 = dir.path().join("p3.st");
     piece(&copy, "3", &p3);
     let out = score(&p1, &p3);
     ok(&out);
@@ -435,18 +405,7 @@ fn eval_reports_each_class_under_guidance_and_writes_a_grid() {
         p2.to_str().unwrap(),
         "-q",
     ]));
-    let err = one_line_error(&ddpm(&[
-        "eval",
-        "--weights",
-        w.to_str().unwrap(),
-        "--classifier",
-        clf.to_str().unwrap(),
-        "--no-elbo",
-        "--load-samples",
-        p1.to_str().unwrap(),
-        "--load-samples",
-        p2.to_str().unwrap(),
-    ]));
+    let err = one_line_error(&score(&p1, &p2));
     assert!(err.contains("made differently"), "{err}");
     let err = one_line_error(&ddpm(&[
         "eval",

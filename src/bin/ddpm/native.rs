@@ -868,7 +868,13 @@ fn eval(a: EvalArgs) -> Result<(), String> {
     use ddpm_web::train::eval::{ElboOptions, elbo};
     use ddpm_web::train::sample_set;
     let (device, label) = pick_device(&a.device)?;
-    let model = weights::load_from_path(&a.weights, &device).map_err(|e| e.to_string())?;
+    let bytes = std::fs::read(&a.weights)
+        .map_err(|e| format!("cannot read {}: {e}", a.weights.display()))?;
+    let model = weights::load_from_bytes(&bytes, &device).map_err(|e| e.to_string())?;
+    // What the weights are, not where they were: sample sets drawn from copies of one file
+    // (another folder, another machine) are scored together; different files are not.
+    let weights_crc32 = format!("{:08x}", crc32fast::hash(&bytes));
+    drop(bytes);
     let dataset = model.manifest.dataset.clone();
     // The bound uses the first --n test images; the Fréchet distance as many as there are samples.
     let test = load(&dataset, &a.data, Split::Test)?;
@@ -914,7 +920,7 @@ fn eval(a: EvalArgs) -> Result<(), String> {
         }
         set.filter(|s| !s.is_empty())
     } else if a.samples > 0 {
-        Some(generate_samples(&a, &model, &device)?)
+        Some(generate_samples(&a, &model, &weights_crc32, &device)?)
     } else {
         None
     };
@@ -1023,15 +1029,13 @@ fn eval(a: EvalArgs) -> Result<(), String> {
 fn generate_samples(
     a: &EvalArgs,
     model: &weights::LoadedModel,
+    weights_crc32: &str,
     device: &Device,
 ) -> Result<SampleSet, String> {
     let kind = SamplerKind::from(a.sampler);
     let steps = a
         .steps
         .unwrap_or_else(|| default_steps(kind, &model.schedule));
-    let weights_crc32 = std::fs::read(&a.weights)
-        .map(|bytes| format!("{:08x}", crc32fast::hash(&bytes)))
-        .map_err(|e| format!("cannot read {}: {e}", a.weights.display()))?;
     let shape = model.image_shape();
     let per: usize = shape.iter().product();
     let classes = model.manifest.model.num_classes;
@@ -1093,8 +1097,6 @@ fn generate_samples(
             "variance": (kind == SamplerKind::Ddpm).then(|| format!("{:?}", Variance::from(a.variance))),
             "seed": a.seed,
             "weights": a.weights.display().to_string(),
-            // What the weights are, not where they were: pieces drawn from copies of one file
-            // (another folder, another machine) are scored together; different files are not.
             "weights_crc32": weights_crc32,
         }),
     })
