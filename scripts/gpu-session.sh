@@ -16,6 +16,9 @@
 #             SECONDS, and leaves the newest checkpoint of each as $OUT/NAME.tar.N (parts under
 #             16 MiB). NAME is a dataset (mnist, fashion, emoji: the shipped presets) or
 #             DATASET-PRESET (mnist-large: `--preset mnist-large` on MNIST), a run of its own
+#           bash scripts/gpu-session.sh start NAME...   (carry .gpu/bin unless the machine is warm)
+#             as train, but returns at once and brings nothing back: to start runs whose data
+#             and checkpoints do not fit in one call together, a call each while it stays warm
 #           bash scripts/gpu-session.sh stop NAME...   (the last call: Ctrl-C, then as above)
 #           bash scripts/gpu-session.sh eval NAME [uncond|guided]   (its data there: fashion-test too)
 #             exports the EMA weights and runs `ddpm eval` on 1000 DDPM-1000 samples,
@@ -55,7 +58,7 @@ exclude_file() {
   echo "$f"
 }
 tracked_bytes() { git ls-files -z | xargs -0 cat | wc -c; }
-usage() { sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 # The dataset of a run NAME (DATASET or DATASET-PRESET).
 dataset_of() { echo "${1%%-*}"; }
 dataset_dir() {
@@ -78,13 +81,14 @@ pack() {
   strip -o .gpu/bin/ddpm "$exe"
   xz -T0 -6 .gpu/bin/ddpm
   # The Vulkan loader and libglvnd, which the GPU machine's image lacks (the device tool's
-  # README): NVIDIA's Vulkan driver (libGLX_nvidia) needs libGLdispatch from libglvnd0, and
-  # without it no adapter is found.
+  # README): NVIDIA's Vulkan driver (libGLX_nvidia) needs libGLdispatch from libglvnd0, and the
+  # 580 driver's also opens libEGL.so.1 (libegl1); without them no adapter is found ("Could
+  # not get 'vkCreateInstance' via 'vk_icdGetInstanceProcAddr'").
   local lists=/tmp/ddpm-amd64-lists o
   mkdir -p "$lists/partial"
   o=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists="$lists")
   apt-get "${o[@]}" update -qq
-  (cd .gpu/bin && apt-get "${o[@]}" download -qq libvulkan1 libglvnd0)
+  (cd .gpu/bin && apt-get "${o[@]}" download -qq libvulkan1 libglvnd0 libegl1 libgl1 libglx0 libopengl0 libgles2)
   # One part per dataset (fashion's in two), each .gpu/PART/DATASET-FOLDER; xz packs the idx
   # images tighter than gzip, `setup` turns them back.
   mkdir -p .gpu/mnist/mnist .gpu/emoji/noto-emoji-32 .gpu/fashion-train/fashion-mnist \
@@ -109,7 +113,8 @@ pack() {
 setup() {
   mkdir -p "$G/data" "$G/runs" "$G/kept"
   if [ -d .gpu/bin ]; then
-    if ! ldconfig -p | grep -q libvulkan.so.1 || ! ldconfig -p | grep -q libGLdispatch.so.0; then
+    if ! ldconfig -p | grep -q libvulkan.so.1 || ! ldconfig -p | grep -q libGLdispatch.so.0 \
+      || ! ldconfig -p | grep -q libEGL.so.1; then
       for f in .gpu/bin/*.deb; do dpkg -x "$f" /; done
       ldconfig
     fi
@@ -118,6 +123,8 @@ setup() {
   [ -x "$bin" ] || die "no binary: carry .gpu/bin (made by 'scripts/gpu-session.sh pack')"
   local icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
   [ -f "$icd" ] && export VK_DRIVER_FILES=$icd
+  local egl=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+  [ -f "$egl" ] && export __EGL_VENDOR_LIBRARY_FILENAMES=$egl
   # Copies, not links: the next call on a warm machine replaces the repository's copy, and a
   # link into it would then point nowhere.
   local d f to
@@ -227,6 +234,13 @@ train() {
   for name in "$@"; do collect "$name"; done
 }
 
+start_only() {
+  [ $# -gt 0 ] || usage
+  local name
+  setup
+  for name in "$@"; do start "$name"; done
+}
+
 stop() {
   [ $# -gt 0 ] || usage
   local name
@@ -305,6 +319,7 @@ cmd=${1:-}
 case $cmd in
   pack) pack ;;
   train) train "$@" ;;
+  start) start_only "$@" ;;
   stop) stop "$@" ;;
   eval) evaluate "$@" ;;
   land) land "$@" ;;

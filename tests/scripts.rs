@@ -239,6 +239,11 @@ fn the_gpu_session_script_resumes_collects_stops_and_lands_a_run() {
     );
     let said = ok("train again", session(&["train", "0", "mnist"]));
     assert!(said.contains("still training"), "{said}");
+    // `start` leaves a run going and brings nothing back.
+    std::fs::remove_file(out.join("mnist.tar.0")).unwrap();
+    let said = ok("start", session(&["start", "mnist"]));
+    assert!(said.contains("still training"), "{said}");
+    assert!(!out.join("mnist.tar.0").exists());
     ok("stop", session(&["stop", "mnist"]));
     let said = ok("land", session(&["land", out.to_str().unwrap()]));
     assert!(said.contains("landed mnist"), "{said}");
