@@ -32,6 +32,13 @@
 #             checkpoints/NAME for a run to resume. Commit nothing until `unslim`
 #           scripts/gpu-session.sh unslim   (after `land`) tracks checkpoints/ again
 #
+# A lease of 15 minutes, two runs (a wide checkpoint of 41 MB does not fit in one call beside
+# the binary and its data), after `pack` and `slim`:
+#   call 1: start emoji             carry .gpu/bin .gpu/mnist .gpu/emoji checkpoints/emoji
+#   call 2, at once: start mnist-wide-lr3e4 && sleep 420; stop emoji mnist-wide-lr3e4
+#                                   carry checkpoints/mnist-wide-lr3e4
+#   then, here: land the returned folder, unslim, commit. Data and the binary stay on the
+#   machine between calls while it is warm.
 # Runs on the GPU train at batch 256; everything else (lr, EMA, data order) continues from
 # the checkpoint, so a run moves between the CPU and a GPU and back.
 set -euo pipefail
@@ -58,7 +65,7 @@ exclude_file() {
   echo "$f"
 }
 tracked_bytes() { git ls-files -z | xargs -0 cat | wc -c; }
-usage() { sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,43p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 # The dataset of a run NAME (DATASET or DATASET-PRESET).
 dataset_of() { echo "${1%%-*}"; }
 dataset_dir() {
