@@ -154,7 +154,7 @@ enum Command {
     /// Write a randomly initialised model (for tests and demos before training).
     Init {
         /// Model preset (tiny, tiny-classes, mnist, mnist-small, mnist-large, mnist-wide, fashion,
-        /// fashion-large, fashion-wide, emoji, cifar10-paper).
+        /// fashion-large, fashion-wide, emoji, emoji-wide, cifar10-paper).
         #[arg(long, default_value = "tiny")]
         preset: String,
         /// Dataset name recorded in the weights' manifest.
