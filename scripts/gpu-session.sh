@@ -225,12 +225,18 @@ collect() {
   cp "$G/runs/$name.out" "$OUT/$name.out" 2>/dev/null || true
 }
 
+start_only() {
+  [ $# -gt 0 ] || usage
+  local name
+  setup
+  for name in "$@"; do start "$name"; done
+}
+
 train() {
   local seconds=${1:?$(usage)}; shift
   [ $# -gt 0 ] || usage
   local t0=$SECONDS name
-  setup
-  for name in "$@"; do start "$name"; done
+  start_only "$@"
   # Leave a minute for the copies, then report once a minute.
   while [ $((SECONDS - t0)) -lt $((seconds - 60)) ]; do
     sleep 60
@@ -239,13 +245,6 @@ train() {
     done
   done
   for name in "$@"; do collect "$name"; done
-}
-
-start_only() {
-  [ $# -gt 0 ] || usage
-  local name
-  setup
-  for name in "$@"; do start "$name"; done
 }
 
 stop() {

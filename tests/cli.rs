@@ -317,7 +317,7 @@ fn eval_reports_each_class_under_guidance_and_writes_a_grid() {
     assert!((0.0..=1.0).contains(&real));
 
     // A long evaluation in pieces: two seeds saved apart, then scored together.
-    let piece = |weights: &Path, seed: &str, out: &Path| {
+    let piece_with_steps = |weights: &Path, steps: &str, seed: &str, out: &Path| {
         ok(&ddpm(&[
             "eval",
             "--weights",
@@ -330,7 +330,7 @@ fn eval_reports_each_class_under_guidance_and_writes_a_grid() {
             "--sampler",
             "ddim",
             "--steps",
-            "2",
+            steps,
             "--seed",
             seed,
             "--save-samples",
@@ -338,6 +338,7 @@ fn eval_reports_each_class_under_guidance_and_writes_a_grid() {
             "-q",
         ]))
     };
+    let piece = |weights: &Path, seed: &str, out: &Path| piece_with_steps(weights, "2", seed, out);
     let score = |a: &Path, b: &Path| {
         ddpm(&[
             "eval",
@@ -388,23 +389,7 @@ fn eval_reports_each_class_under_guidance_and_writes_a_grid() {
     let err = one_line_error(&score(&p1, &p3));
     assert!(err.contains("made differently"), "{err}");
     // Pieces made differently do not mix; a file of another kind is named in the error.
-    ok(&ddpm(&[
-        "eval",
-        "--weights",
-        w.to_str().unwrap(),
-        "--classifier",
-        clf.to_str().unwrap(),
-        "--no-elbo",
-        "--samples",
-        "4",
-        "--sampler",
-        "ddim",
-        "--steps",
-        "3",
-        "--save-samples",
-        p2.to_str().unwrap(),
-        "-q",
-    ]));
+    piece_with_steps(&w, "3", "1000", &p2);
     let err = one_line_error(&score(&p1, &p2));
     assert!(err.contains("made differently"), "{err}");
     let err = one_line_error(&ddpm(&[
