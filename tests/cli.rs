@@ -500,3 +500,111 @@ fn eval_samples_with_the_variance_it_is_given() {
         .any(|(a, b)| (a - b).abs() > 1e-4);
     assert!(differ, "fixed-small and fixed-large drew the same images");
 }
+
+/// The f32 tensors of a weights file written with `--f32`, by name, read with the safetensors
+/// crate directly (not through the code under test).
+#[cfg(feature = "train")]
+fn raw_f32_tensors(path: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            (name, values)
+        })
+        .collect()
+}
+
+#[test]
+#[cfg(feature = "train")]
+fn average_takes_the_mean_of_each_parameter_and_refuses_other_models() {
+    let dir = common::tempdir();
+    let path = |name: &str| dir.path().join(name);
+    let s = |name: &str| path(name).to_str().unwrap().to_string();
+    for (seed, name) in [("1", "a.st"), ("2", "b.st"), ("3", "c.st")] {
+        ok(&ddpm(&[
+            "init",
+            "--preset",
+            "tiny",
+            "--seed",
+            seed,
+            "--f32",
+            "--out",
+            &s(name),
+        ]));
+    }
+    ok(&ddpm(&[
+        "average",
+        "--weights",
+        &s("a.st"),
+        &s("b.st"),
+        &s("c.st"),
+        "--f32",
+        "--out",
+        &s("mean.st"),
+    ]));
+    let (a, b, c) = (
+        raw_f32_tensors(&path("a.st")),
+        raw_f32_tensors(&path("b.st")),
+        raw_f32_tensors(&path("c.st")),
+    );
+    let mean = raw_f32_tensors(&path("mean.st"));
+    assert_eq!(mean.len(), a.len());
+    let mut differs_from_inputs = false;
+    for (name, m) in &mean {
+        for (i, v) in m.iter().enumerate() {
+            let want = (a[name][i] + b[name][i] + c[name][i]) / 3.0;
+            assert!((v - want).abs() <= 1e-6 * (1.0 + want.abs()), "{name}[{i}]");
+            differs_from_inputs |= (v - a[name][i]).abs() > 1e-4;
+        }
+    }
+    assert!(differs_from_inputs, "the mean equals the first input");
+    let info = ddpm(&["info", &s("mean.st")]);
+    ok(&info);
+    assert!(
+        String::from_utf8_lossy(&info.stdout).contains("mean of the weights of 3 exports"),
+        "the manifest says what was averaged"
+    );
+    // The mean is a model the sampler loads.
+    ok(&ddpm(&[
+        "sample",
+        "--weights",
+        &s("mean.st"),
+        "--count",
+        "1",
+        "--steps",
+        "2",
+        "--out",
+        &s("mean.png"),
+    ]));
+
+    // Another model, one file, a corrupt file: one-line errors, nothing written.
+    ok(&ddpm(&[
+        "init",
+        "--preset",
+        "tiny-classes",
+        "--out",
+        &s("other.st"),
+    ]));
+    std::fs::write(path("cut.st"), &std::fs::read(path("a.st")).unwrap()[..100]).unwrap();
+    let cases: [(&[String], &str); 3] = [
+        (&[s("a.st"), s("other.st")], "not the same model"),
+        (&[s("a.st")], "at least two"),
+        (&[s("a.st"), s("cut.st")], "cut.st"),
+    ];
+    for (inputs, words) in cases {
+        let mut args = vec!["average".to_string(), "--weights".into()];
+        args.extend(inputs.iter().cloned());
+        args.extend(["--out".into(), s("bad.st")]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let err = one_line_error(&ddpm(&args));
+        assert!(err.contains(words), "{inputs:?}: {err}");
+        assert!(!path("bad.st").exists(), "nothing is written on error");
+    }
+}

@@ -1,6 +1,8 @@
 //! Native training (feature `train`): data loaders, the Algorithm 1 loop with Adam, warm-up,
-//! global-norm clipping and EMA, atomic checkpoints with exact resume, and export.
+//! global-norm clipping and EMA, atomic checkpoints with exact resume, export, and averaging of
+//! a run's exports.
 
+pub mod average;
 pub mod checkpoint;
 pub mod classifier;
 pub mod config;

@@ -186,6 +186,19 @@ enum Command {
         #[arg(long)]
         f32: bool,
     },
+    /// Average the weights of two or more exports of one run (a longer window than the EMA's).
+    #[cfg(feature = "train")]
+    Average {
+        /// Weights files to average (the same model; two or more).
+        #[arg(long = "weights", required = true, num_args = 1..)]
+        weights: Vec<PathBuf>,
+        /// Weights file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Store f32 instead of f16.
+        #[arg(long)]
+        f32: bool,
+    },
     /// Evaluate a model: the bound in bits/dim and the sample-quality score, as JSON.
     #[cfg(feature = "train")]
     Eval(EvalArgs),
@@ -363,6 +376,24 @@ fn main_inner() -> Result<(), String> {
                 m.dataset,
                 m.training.steps,
                 m.training.ema_decay
+            );
+            Ok(())
+        }
+        #[cfg(feature = "train")]
+        Command::Average { weights, out, f32 } => {
+            let dtype = if f32 {
+                StorageDtype::F32
+            } else {
+                StorageDtype::F16
+            };
+            let snapshots = ddpm_web::train::average::read_snapshots(&weights)?;
+            let (bytes, m) = ddpm_web::train::average::average(&snapshots, dtype)?;
+            ddpm_web::weights::write_atomic(&out, &bytes).map_err(|e| e.to_string())?;
+            eprintln!(
+                "wrote {} ({} dataset): {}",
+                out.display(),
+                m.dataset,
+                m.training.notes
             );
             Ok(())
         }
