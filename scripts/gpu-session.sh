@@ -32,11 +32,12 @@
 #             checkpoints/NAME for a run to resume. Commit nothing until `unslim`
 #           scripts/gpu-session.sh unslim   (after `land`) tracks checkpoints/ again
 #
-# A lease of 15 minutes, two runs (a wide checkpoint of 41 MB does not fit in one call beside
-# the binary and its data), after `pack` and `slim`:
+# A lease of 15 minutes, two runs (a second checkpoint does not fit in one call beside the
+# binary, the data and the first), after `pack` and `slim`:
 #   call 1: start emoji             carry .gpu/bin .gpu/mnist .gpu/emoji checkpoints/emoji
-#   call 2, at once: start mnist-wide-lr3e4 && sleep 420; stop emoji mnist-wide-lr3e4
-#                                   carry checkpoints/mnist-wide-lr3e4
+#   call 2, at once: start mnist-drop90 && sleep 420; stop emoji mnist-drop90
+#                                   carry checkpoints/mnist-drop90 (11 MB; the wide
+#                                   mnist-wide-lr3e4, 41 MB, the same way)
 #   then, here: land the returned folder, unslim, commit. Data and the binary stay on the
 #   machine between calls while it is warm.
 # Runs on the GPU train at batch 256; everything else (lr, EMA, data order) continues from
