@@ -2,7 +2,9 @@
 //! as in stochastic weight averaging or the post-hoc EMA of Karras et al. 2024): the mean of
 //! the EMA exports taken at a run's checkpoints is an average over a longer window than the
 //! EMA's own half-life, which smooths out the noise a constant learning rate leaves in the
-//! weights once training has levelled off.
+//! weights once training has levelled off. (On the `mnist` runs it did not help: the runs keep
+//! moving at a constant rate, and the mean of far-apart snapshots scored lower than the newest
+//! one; `weights/README.md`, session 31.)
 
 use std::path::{Path, PathBuf};
 
