@@ -364,11 +364,7 @@ fn main_inner() -> Result<(), String> {
         Command::Train(args) => train(args, resume_changes),
         #[cfg(feature = "train")]
         Command::Export { run, out, f32 } => {
-            let dtype = if f32 {
-                StorageDtype::F32
-            } else {
-                StorageDtype::F16
-            };
+            let dtype = storage_dtype(f32);
             let m = ddpm_web::train::export(&run, &out, dtype)?;
             eprintln!(
                 "wrote {} ({} dataset, {} steps, EMA {:?})",
@@ -381,11 +377,7 @@ fn main_inner() -> Result<(), String> {
         }
         #[cfg(feature = "train")]
         Command::Average { weights, out, f32 } => {
-            let dtype = if f32 {
-                StorageDtype::F32
-            } else {
-                StorageDtype::F16
-            };
+            let dtype = storage_dtype(f32);
             let snapshots = ddpm_web::train::average::read_snapshots(&weights)?;
             let (bytes, m) = ddpm_web::train::average::average(&snapshots, dtype)?;
             ddpm_web::weights::write_atomic(&out, &bytes).map_err(|e| e.to_string())?;
@@ -426,6 +418,15 @@ pub fn main() -> ExitCode {
             eprintln!("error: {msg}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The storage precision the `--f32` flag asks for (f16 by default).
+fn storage_dtype(f32: bool) -> StorageDtype {
+    if f32 {
+        StorageDtype::F32
+    } else {
+        StorageDtype::F16
     }
 }
 
@@ -671,11 +672,7 @@ fn init(preset: &str, dataset: &str, seed: u64, f32: bool, out: &PathBuf) -> Res
             TrainingInfo::new()
                 .with_notes(format!("random initialisation (seed {seed}), untrained")),
         );
-    let dtype = if f32 {
-        StorageDtype::F32
-    } else {
-        StorageDtype::F16
-    };
+    let dtype = storage_dtype(f32);
     let bytes = weights::save_to_bytes(&unet, &manifest, dtype).map_err(|e| e.to_string())?;
     weights::write_atomic(out, &bytes).map_err(|e| e.to_string())?;
     eprintln!(
