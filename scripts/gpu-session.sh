@@ -24,6 +24,11 @@
 #             exports the EMA weights and runs `ddpm eval` on 1000 DDPM-1000 samples,
 #             unconditional and/or per class with guidance 2 (both by default); $OUT gets the
 #             weights, the JSON and the sample sets (re-score here with `ddpm eval --load-samples`)
+#           bash scripts/gpu-session.sh round SECONDS DEADLINE NAME   (carry as for start)
+#             one lease's whole cycle: trains NAME alone for SECONDS, stops it (its checkpoint to
+#             $OUT as stop does), then evaluates its export as eval does but without the bound,
+#             unconditional first, each evaluation cut off DEADLINE seconds after the call began
+#             (a cut-off one brings back nothing: keep DEADLINE inside the call's limit)
 #   here:   scripts/gpu-session.sh land DIR
 #             puts the checkpoints found in DIR (the call's returned files) into checkpoints/
 #   here:   scripts/gpu-session.sh slim   (first, when the kept checkpoints make the repository
@@ -40,6 +45,12 @@
 #                                   mnist-wide-lr3e4, 41 MB, the same way)
 #   then, here: land the returned folder, unslim, commit. Data and the binary stay on the
 #   machine between calls while it is warm.
+# Or one call (session 32: 290 s of training, then the floors' evaluation):
+#   round 290 578 mnist-drop90      carry .gpu/bin .gpu/mnist checkpoints/mnist-drop90 runs/gpu-cache
+# CubeCL tunes its kernels on a fresh machine (session 32: the first 150 s of training ran at
+# 0.3 steps/s, then 5.5): `stop`, `train`, `round` and `eval` bring its cache back as
+# $OUT/gpu-cache.tar, `land` keeps it in runs/gpu-cache, and a call that carries that folder
+# starts tuned.
 # Runs on the GPU train at batch 256; everything else (lr, EMA, data order) continues from
 # the checkpoint, so a run moves between the CPU and a GPU and back.
 set -euo pipefail
@@ -53,6 +64,10 @@ bin=${DDPM_BIN:-$G/ddpm}
 data=${DDPM_DATA:-../shared/data}
 kept=${DDPM_CHECKPOINTS:-checkpoints}
 device=${DDPM_GPU_DEVICE:-gpu}
+# CubeCL's cache of tuned kernels: where it lands when `ddpm` runs from the repository root
+# (its default root is the workspace's target/), and where it is kept here and carried there.
+cubecl_env=${DDPM_CUBECL_ENV:-target/environment}
+kept_cache=${DDPM_GPU_CACHE:-runs/gpu-cache}
 # The files of one $OUT: at most 16 MiB each.
 part=15000000
 
@@ -66,7 +81,7 @@ exclude_file() {
   echo "$f"
 }
 tracked_bytes() { git ls-files -z | xargs -0 cat | wc -c; }
-usage() { sed -n '2,43p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,55p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 # The dataset of a run NAME (DATASET or DATASET-PRESET).
 dataset_of() { echo "${1%%-*}"; }
 dataset_dir() {
@@ -129,6 +144,9 @@ setup() {
     [ -x "$bin" ] || { xz -dc .gpu/bin/ddpm.xz >"$bin" && chmod +x "$bin"; }
   fi
   [ -x "$bin" ] || die "no binary: carry .gpu/bin (made by 'scripts/gpu-session.sh pack')"
+  if [ -d "$kept_cache/environment" ] && [ ! -d "$cubecl_env" ]; then
+    mkdir -p "$(dirname "$cubecl_env")" && cp -r "$kept_cache/environment" "$cubecl_env"
+  fi
   local icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
   [ -f "$icd" ] && export VK_DRIVER_FILES=$icd
   local egl=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
@@ -226,6 +244,13 @@ collect() {
   cp "$G/runs/$name.out" "$OUT/$name.out" 2>/dev/null || true
 }
 
+# CubeCL's cache, tuned here, as $OUT/gpu-cache.tar.
+bring_cache() {
+  [ -n "${OUT:-}" ] && [ -d "$cubecl_env" ] || return 0
+  tar -C "$(dirname "$cubecl_env")" -cf "$OUT/gpu-cache.tar" \
+    --transform "s|^$(basename "$cubecl_env")|environment|" "$(basename "$cubecl_env")"
+}
+
 start_only() {
   [ $# -gt 0 ] || usage
   local name
@@ -246,6 +271,7 @@ train() {
     done
   done
   for name in "$@"; do collect "$name"; done
+  bring_cache
 }
 
 stop() {
@@ -258,6 +284,7 @@ stop() {
     tail -n 2 "$G/runs/$name.out" || true
     collect "$name"
   done
+  bring_cache
 }
 
 evaluate() {
@@ -268,20 +295,54 @@ evaluate() {
   "$bin" export --run "$run" --out "$OUT/$name.safetensors"
   # DDPM_GPU_SAMPLES / _STEPS / _ELBO_STRIDE: a smaller evaluation (tests).
   local n=${DDPM_GPU_SAMPLES:-1000}
+  # DDPM_GPU_DEADLINE: SECONDS at which each evaluation still running is cut off (round).
+  cut() {
+    if [ -n "${DDPM_GPU_DEADLINE:-}" ]; then
+      local left=$((DDPM_GPU_DEADLINE - SECONDS))
+      [ "$left" -gt 0 ] || { echo "$name: no time left for this evaluation" >&2; return 1; }
+      timeout -s INT "$left" "$@" || { echo "$name: evaluation cut off or failed ($?)" >&2; return 1; }
+    else
+      "$@"
+    fi
+  }
+  local bound=(--n "$n" --elbo-stride "${DDPM_GPU_ELBO_STRIDE:-1}")
+  [ "${DDPM_GPU_ELBO:-1}" = 0 ] && bound=(--no-elbo)
   local common=(--weights "$OUT/$name.safetensors" --data "$G/data" --device "$device" --batch 1000
     --samples "$n" --sampler ddpm --steps "${DDPM_GPU_STEPS:-1000}" -q)
   if [ "$what" != guided ]; then
-    "$bin" eval "${common[@]}" --n "$n" --elbo-stride "${DDPM_GPU_ELBO_STRIDE:-1}" \
-      --save-samples "$OUT/$name-uncond.st" | tee "$OUT/$name-uncond.json"
+    cut "$bin" eval "${common[@]}" "${bound[@]}" --save-samples "$OUT/$name-uncond.st" \
+      >"$OUT/$name-uncond.json" || true
+    cat "$OUT/$name-uncond.json"
   fi
+  bring_cache
   [ "$what" = uncond ] && return 0
   [ "$(dataset_of "$name")" = emoji ] && return 0  # no labels, no classifier: its figure is the grid
-  "$bin" eval "${common[@]}" --no-elbo --class all --guidance 2 --seed 5000 \
-    --save-samples "$OUT/$name-guided.st" | tee "$OUT/$name-guided.json"
+  cut "$bin" eval "${common[@]}" --no-elbo --class all --guidance 2 --seed 5000 \
+    --save-samples "$OUT/$name-guided.st" >"$OUT/$name-guided.json" || true
+  cat "$OUT/$name-guided.json"
+  bring_cache
+}
+
+round() {
+  local seconds=${1:?$(usage)} deadline=${2:?$(usage)} name=${3:?$(usage)} t0=$SECONDS
+  start_only "$name"
+  while [ $((SECONDS - t0)) -lt "$seconds" ]; do
+    sleep 15
+    echo "[$((SECONDS - t0)) s] $name: $(tail -n 1 "$G/runs/$name/train.log" 2>/dev/null || echo 'starting')"
+  done
+  stop "$name"
+  echo "[$((SECONDS - t0)) s] $name: stopped; evaluating"
+  DDPM_GPU_ELBO=0 DDPM_GPU_DEADLINE=$((t0 + deadline)) evaluate "$name"
+  echo "[$((SECONDS - t0)) s] done"
 }
 
 land() {
   local from=${1:?$(usage)} name
+  if [ -f "$from/gpu-cache.tar" ]; then
+    rm -rf "$kept_cache" && mkdir -p "$kept_cache"
+    tar -C "$kept_cache" -xf "$from/gpu-cache.tar"
+    echo "landed CubeCL's cache in $kept_cache ($(du -sh "$kept_cache" | cut -f1))"
+  fi
   for f in "$from"/*.tar.0; do
     [ -e "$f" ] || die "no NAME.tar.0 in $from"
     name=$(basename "$f" .tar.0)
@@ -329,6 +390,7 @@ case $cmd in
   start) start_only "$@" ;;
   stop) stop "$@" ;;
   eval) evaluate "$@" ;;
+  round) round "$@" ;;
   land) land "$@" ;;
   slim) slim ;;
   unslim) unslim ;;

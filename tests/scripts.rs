@@ -179,9 +179,21 @@ impl GpuSession {
 
     /// `bash scripts/gpu-session.sh ARGS` with its device and extra `ddpm train` options.
     fn run(&self, device: &str, train_args: &str, args: &[&str]) -> Output {
+        self.run_env(device, train_args, args, &[])
+    }
+
+    /// As `run`, with more environment variables.
+    fn run_env(
+        &self,
+        device: &str,
+        train_args: &str,
+        args: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Output {
         Command::new("bash")
             .arg(root().join("scripts/gpu-session.sh"))
             .args(args)
+            .envs(env.iter().copied())
             .env("DDPM_GPU_HOME", &self.home)
             .env("DDPM_GPU_DEVICE", device)
             .env("DDPM_BIN", env!("CARGO_BIN_EXE_ddpm"))
@@ -205,27 +217,7 @@ fn the_gpu_session_script_resumes_collects_stops_and_lands_a_run() {
         return;
     };
     let (home, kept, out) = (&gpu.home, &gpu.kept, &gpu.out);
-    std::fs::create_dir_all(kept.join("mnist")).unwrap();
-    for f in [
-        "state.json",
-        "model.safetensors",
-        "ema.safetensors",
-        "optim.safetensors",
-    ] {
-        std::fs::copy(
-            root.join("checkpoints/mnist").join(f),
-            kept.join("mnist").join(f),
-        )
-        .unwrap();
-    }
-    let step_of = |state: &Path| -> (u64, u64) {
-        let s: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(state).unwrap()).unwrap();
-        (
-            s["step"].as_u64().unwrap(),
-            s["config"]["batch_size"].as_u64().unwrap(),
-        )
-    };
+    keep_shipped_mnist(&root, kept);
     let (start, _) = step_of(&kept.join("mnist/state.json"));
     let train_args = format!("--steps {}", start + 2);
     let session_on = |device: &str, args: &[&str]| gpu.run(device, &train_args, args);
@@ -281,6 +273,101 @@ fn the_gpu_session_script_resumes_collects_stops_and_lands_a_run() {
             .success(),
         "the fallen-back run is stopped"
     );
+}
+
+/// The repository's kept `mnist` checkpoint, copied among the scratch kept checkpoints.
+fn keep_shipped_mnist(root: &Path, kept: &Path) {
+    std::fs::create_dir_all(kept.join("mnist")).unwrap();
+    for f in [
+        "state.json",
+        "model.safetensors",
+        "ema.safetensors",
+        "optim.safetensors",
+    ] {
+        std::fs::copy(
+            root.join("checkpoints/mnist").join(f),
+            kept.join("mnist").join(f),
+        )
+        .unwrap();
+    }
+}
+
+/// A checkpoint's step and batch size.
+fn step_of(state: &Path) -> (u64, u64) {
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state).unwrap()).unwrap();
+    (
+        s["step"].as_u64().unwrap(),
+        s["config"]["batch_size"].as_u64().unwrap(),
+    )
+}
+
+/// `round` (one lease's cycle) trains a run, stops it and evaluates its export, unconditional
+/// and guided (here 10 samples of 5 steps), inside its deadline; CubeCL's kernel cache comes
+/// back beside them, `land` keeps it, and the next call puts it where CubeCL looks.
+#[test]
+fn the_gpu_session_round_trains_evaluates_and_brings_the_kernel_cache_back() {
+    let root = root();
+    let Some(gpu) = GpuSession::new() else {
+        return;
+    };
+    let (kept, out) = (&gpu.kept, &gpu.out);
+    keep_shipped_mnist(&root, kept);
+    let (start, _) = step_of(&kept.join("mnist/state.json"));
+    let train_args = format!("--steps {}", start + 2);
+    let scratch = gpu.home.with_file_name("scratch");
+    let (tuned, cache) = (scratch.join("target/environment"), scratch.join("cache"));
+    std::fs::create_dir_all(&tuned).unwrap();
+    std::fs::write(tuned.join("tuned"), "kernels").unwrap();
+    let env = [
+        ("DDPM_GPU_SAMPLES", Path::new("10")),
+        ("DDPM_GPU_STEPS", Path::new("5")),
+        ("DDPM_CUBECL_ENV", tuned.as_path()),
+        ("DDPM_GPU_CACHE", cache.as_path()),
+    ];
+    let session = |args: &[&str]| gpu.run_env("cpu", &train_args, args, &env);
+
+    let said = ok("round", session(&["round", "0", "600", "mnist"]));
+    assert!(said.contains("mnist: stopped; evaluating"), "{said}");
+    let quality = |file: &str| -> serde_json::Value {
+        let text = std::fs::read_to_string(out.join(file)).unwrap();
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()["quality"].clone()
+    };
+    let uncond = quality("mnist-uncond.json");
+    assert_eq!(uncond["samples"], 10);
+    assert_eq!(uncond["guidance"], 0.0);
+    let guided = quality("mnist-guided.json");
+    assert_eq!(guided["guidance"], 2.0);
+    assert!(guided["labelled_as_class"].is_number(), "{guided}");
+    for f in [
+        "mnist.tar.0",
+        "mnist.safetensors",
+        "mnist-uncond.st",
+        "mnist-guided.st",
+    ] {
+        assert!(out.join(f).exists(), "{f} comes back");
+    }
+
+    // Landed, the cache is kept; a later call (a fresh machine) puts it back in place.
+    let said = ok("land", session(&["land", out.to_str().unwrap()]));
+    assert!(said.contains("landed CubeCL's cache"), "{said}");
+    assert_eq!(
+        std::fs::read_to_string(cache.join("environment/tuned")).unwrap(),
+        "kernels"
+    );
+    std::fs::remove_dir_all(&tuned).unwrap();
+    ok("stop", session(&["stop", "mnist"]));
+    assert_eq!(
+        std::fs::read_to_string(tuned.join("tuned")).unwrap(),
+        "kernels"
+    );
+
+    // Past its deadline, an evaluation is cut off (and brings back nothing) rather than
+    // outrunning the call.
+    let late = session(&["round", "0", "1", "mnist"]);
+    let why = String::from_utf8_lossy(&late.stderr);
+    assert!(late.status.success(), "{why}");
+    assert!(why.contains("no time left for this evaluation"), "{why}");
 }
 
 /// A run named DATASET-PRESET (`mnist-small`) is a run of its own: it starts from scratch with
