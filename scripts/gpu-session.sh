@@ -28,7 +28,8 @@
 #             one lease's whole cycle: trains NAME alone for SECONDS, stops it (its checkpoint to
 #             $OUT as stop does), then evaluates its export as eval does but without the bound,
 #             unconditional first, each evaluation cut off DEADLINE seconds after the call began
-#             (a cut-off one brings back nothing: keep DEADLINE inside the call's limit)
+#             (a cut-off one brings back nothing: keep DEADLINE inside the call's limit). It
+#             returns 8 files, $OUT's most, with a checkpoint in one part: the small presets
 #   here:   scripts/gpu-session.sh land DIR
 #             puts the checkpoints found in DIR (the call's returned files) into checkpoints/
 #   here:   scripts/gpu-session.sh slim   (first, when the kept checkpoints make the repository
@@ -47,10 +48,11 @@
 #   machine between calls while it is warm.
 # Or one call (session 32: 290 s of training, then the floors' evaluation):
 #   round 290 578 mnist-drop90      carry .gpu/bin .gpu/mnist checkpoints/mnist-drop90 runs/gpu-cache
-# CubeCL tunes its kernels on a fresh machine (session 32: the first 150 s of training ran at
-# 0.3 steps/s, then 5.5): `stop`, `train`, `round` and `eval` bring its cache back as
+# CubeCL tunes its kernels on a fresh machine (session 32: the first 139 s of training ran at
+# 0.3 steps/s, then 9.4-11.6): `stop`, `train`, `round` and `eval` bring its cache back as
 # $OUT/gpu-cache.tar, `land` keeps it in runs/gpu-cache, and a call that carries that folder
-# starts tuned.
+# puts it back where CubeCL looks, to start tuned (not yet tried on a GPU: session 32 had no
+# device time left after the call that found the tuning cost).
 # Runs on the GPU train at batch 256; everything else (lr, EMA, data order) continues from
 # the checkpoint, so a run moves between the CPU and a GPU and back.
 set -euo pipefail
@@ -81,7 +83,7 @@ exclude_file() {
   echo "$f"
 }
 tracked_bytes() { git ls-files -z | xargs -0 cat | wc -c; }
-usage() { sed -n '2,55p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,57p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 # The dataset of a run NAME (DATASET or DATASET-PRESET).
 dataset_of() { echo "${1%%-*}"; }
 dataset_dir() {
@@ -246,7 +248,11 @@ collect() {
 
 # CubeCL's cache, tuned here, as $OUT/gpu-cache.tar.
 bring_cache() {
-  [ -n "${OUT:-}" ] && [ -d "$cubecl_env" ] || return 0
+  [ -n "${OUT:-}" ] || return 0
+  if [ ! -d "$cubecl_env" ]; then
+    echo "no CubeCL cache in $cubecl_env (user cache: $(ls -d ~/.cache/cubecl 2>/dev/null || echo none))"
+    return 0
+  fi
   tar -C "$(dirname "$cubecl_env")" -cf "$OUT/gpu-cache.tar" \
     --transform "s|^$(basename "$cubecl_env")|environment|" "$(basename "$cubecl_env")"
 }
