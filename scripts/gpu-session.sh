@@ -46,8 +46,12 @@
 #                                   mnist-wide-lr3e4, 41 MB, the same way)
 #   then, here: land the returned folder, unslim, commit. Data and the binary stay on the
 #   machine between calls while it is warm.
-# Or one call (session 32: 290 s of training, then the floors' evaluation):
-#   round 290 578 mnist-drop90      carry .gpu/bin .gpu/mnist checkpoints/mnist-drop90 runs/gpu-cache
+# Or one call: session 32's `round 290 578 mnist-drop90` trained 281 s (139 of them tuning) and
+# evaluated unconditionally in 103 s; the guided evaluation (twice the batch) did not finish in
+# the 165 s left, so give it about 250:
+#   round 220 590 mnist-drop90      carry .gpu/bin .gpu/mnist checkpoints/mnist-drop90 runs/gpu-cache
+# (CUBECL_AUTOTUNE_LEVEL=minimal before `bash` would shorten the tuning at some cost in kernel
+# choice: untried.)
 # CubeCL tunes its kernels on a fresh machine (session 32: the first 139 s of training ran at
 # 0.3 steps/s, then 9.4-11.6): `stop`, `train`, `round` and `eval` bring its cache back as
 # $OUT/gpu-cache.tar, `land` keeps it in runs/gpu-cache, and a call that carries that folder
@@ -83,7 +87,7 @@ exclude_file() {
   echo "$f"
 }
 tracked_bytes() { git ls-files -z | xargs -0 cat | wc -c; }
-usage() { sed -n '2,57p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,61p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 # The dataset of a run NAME (DATASET or DATASET-PRESET).
 dataset_of() { echo "${1%%-*}"; }
 dataset_dir() {
