@@ -28,7 +28,8 @@
 #             one lease's whole cycle: trains NAME alone for SECONDS, stops it (its checkpoint to
 #             $OUT as stop does), then evaluates its export as eval does but without the bound,
 #             unconditional first, each evaluation cut off DEADLINE seconds after the call began
-#             (a cut-off one brings back nothing: keep DEADLINE inside the call's limit). It
+#             (a cut-off one brings back nothing, and the call fails: keep DEADLINE inside the
+#             call's limit). It
 #             returns 8 files, $OUT's most, with a checkpoint in one part: the small presets
 #   here:   scripts/gpu-session.sh land DIR
 #             puts the checkpoints found in DIR (the call's returned files) into checkpoints/
@@ -87,7 +88,7 @@ exclude_file() {
   echo "$f"
 }
 tracked_bytes() { git ls-files -z | xargs -0 cat | wc -c; }
-usage() { sed -n '2,61p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,62p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 # The dataset of a run NAME (DATASET or DATASET-PRESET).
 dataset_of() { echo "${1%%-*}"; }
 dataset_dir() {
@@ -315,22 +316,25 @@ evaluate() {
       "$@"
     fi
   }
+  # An evaluation that fails (or is cut off) lets the next one run; the call then fails.
+  local failed=0
   local bound=(--n "$n" --elbo-stride "${DDPM_GPU_ELBO_STRIDE:-1}")
   [ "${DDPM_GPU_ELBO:-1}" = 0 ] && bound=(--no-elbo)
   local common=(--weights "$OUT/$name.safetensors" --data "$G/data" --device "$device" --batch 1000
     --samples "$n" --sampler ddpm --steps "${DDPM_GPU_STEPS:-1000}" -q)
   if [ "$what" != guided ]; then
     cut "$bin" eval "${common[@]}" "${bound[@]}" --save-samples "$OUT/$name-uncond.st" \
-      >"$OUT/$name-uncond.json" || true
+      >"$OUT/$name-uncond.json" || failed=1
     cat "$OUT/$name-uncond.json"
   fi
   bring_cache
-  [ "$what" = uncond ] && return 0
-  [ "$(dataset_of "$name")" = emoji ] && return 0  # no labels, no classifier: its figure is the grid
+  [ "$what" = uncond ] && return "$failed"
+  [ "$(dataset_of "$name")" = emoji ] && return "$failed" # no labels, no classifier: its figure is the grid
   cut "$bin" eval "${common[@]}" --no-elbo --class all --guidance 2 --seed 5000 \
-    --save-samples "$OUT/$name-guided.st" >"$OUT/$name-guided.json" || true
+    --save-samples "$OUT/$name-guided.st" >"$OUT/$name-guided.json" || failed=1
   cat "$OUT/$name-guided.json"
   bring_cache
+  return "$failed"
 }
 
 round() {
@@ -342,8 +346,10 @@ round() {
   done
   stop "$name"
   echo "[$((SECONDS - t0)) s] $name: stopped; evaluating"
-  DDPM_GPU_ELBO=0 DDPM_GPU_DEADLINE=$((t0 + deadline)) evaluate "$name"
+  local status=0
+  DDPM_GPU_ELBO=0 DDPM_GPU_DEADLINE=$((t0 + deadline)) evaluate "$name" || status=$?
   echo "[$((SECONDS - t0)) s] done"
+  return "$status"
 }
 
 land() {

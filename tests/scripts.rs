@@ -363,11 +363,13 @@ fn the_gpu_session_round_trains_evaluates_and_brings_the_kernel_cache_back() {
     );
 
     // Past its deadline, an evaluation is cut off (and brings back nothing) rather than
-    // outrunning the call.
+    // outrunning the call, which then fails, after the checkpoint is back.
+    std::fs::remove_file(out.join("mnist.tar.0")).unwrap();
     let late = session(&["round", "0", "1", "mnist"]);
     let why = String::from_utf8_lossy(&late.stderr);
-    assert!(late.status.success(), "{why}");
+    assert!(!late.status.success(), "{why}");
     assert!(why.contains("no time left for this evaluation"), "{why}");
+    assert!(out.join("mnist.tar.0").exists());
 }
 
 /// A run named DATASET-PRESET (`mnist-small`) is a run of its own: it starts from scratch with
