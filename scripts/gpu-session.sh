@@ -29,8 +29,8 @@
 #             $OUT as stop does), then evaluates its export as eval does but without the bound,
 #             unconditional first, each evaluation cut off DEADLINE seconds after the call began
 #             (a cut-off one brings back nothing, and the call fails: keep DEADLINE inside the
-#             call's limit). It
-#             returns 8 files, $OUT's most, with a checkpoint in one part: the small presets
+#             call's limit). It returns 8 files, $OUT's most, with a checkpoint in one part:
+#             the small presets
 #   here:   scripts/gpu-session.sh land DIR
 #             puts the checkpoints found in DIR (the call's returned files) into checkpoints/
 #   here:   scripts/gpu-session.sh slim   (first, when the kept checkpoints make the repository
