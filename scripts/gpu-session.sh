@@ -262,6 +262,18 @@ bring_cache() {
     --transform "s|^$(basename "$cubecl_env")|environment|" "$(basename "$cubecl_env")"
 }
 
+# Until UNTIL seconds after T0, every EVERY seconds, each run's newest progress line.
+follow() {
+  local t0=$1 until=$2 every=$3 name
+  shift 3
+  while [ $((SECONDS - t0)) -lt "$until" ]; do
+    sleep "$every"
+    for name in "$@"; do
+      echo "[$((SECONDS - t0)) s] $name: $(tail -n 1 "$G/runs/$name/train.log" 2>/dev/null || echo 'starting')"
+    done
+  done
+}
+
 start_only() {
   [ $# -gt 0 ] || usage
   local name
@@ -275,12 +287,7 @@ train() {
   local t0=$SECONDS name
   start_only "$@"
   # Leave a minute for the copies, then report once a minute.
-  while [ $((SECONDS - t0)) -lt $((seconds - 60)) ]; do
-    sleep 60
-    for name in "$@"; do
-      echo "$name: $(tail -n 1 "$G/runs/$name/train.log" 2>/dev/null || echo 'starting')"
-    done
-  done
+  follow "$t0" $((seconds - 60)) 60 "$@"
   for name in "$@"; do collect "$name"; done
   bring_cache
 }
@@ -340,10 +347,7 @@ evaluate() {
 round() {
   local seconds=${1:?$(usage)} deadline=${2:?$(usage)} name=${3:?$(usage)} t0=$SECONDS
   start_only "$name"
-  while [ $((SECONDS - t0)) -lt "$seconds" ]; do
-    sleep 15
-    echo "[$((SECONDS - t0)) s] $name: $(tail -n 1 "$G/runs/$name/train.log" 2>/dev/null || echo 'starting')"
-  done
+  follow "$t0" "$seconds" 15 "$name"
   stop "$name"
   echo "[$((SECONDS - t0)) s] $name: stopped; evaluating"
   local status=0
